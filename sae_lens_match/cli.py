@@ -1,0 +1,101 @@
+"""Command line: ``sae-lens-match match|demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sae_lens_match.match import match_layers
+from sae_lens_match.report import summarize, write_summary
+
+
+def _weights(text: str) -> dict[str, float]:
+    try:
+        return {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"weights look like 'W_dec=1,W_enc=1,b_enc=1', got {text!r}") from None
+
+
+def _add_match_options(p: argparse.ArgumentParser, out_default: Path | None = None) -> None:
+    p.add_argument(
+        "--out", type=Path, required=out_default is None, default=out_default,
+        help="output directory (resumes if it holds finished pairs)",
+    )
+    p.add_argument("--no-fold", action="store_true", help="match raw weights instead of threshold-folded ones")
+    p.add_argument("--weights", type=_weights, default=None, help="term weights, e.g. W_dec=1,W_enc=1,b_enc=1")
+    p.add_argument("--solver", default="auto", help="assignment solver: auto, dense, ...")
+    p.add_argument("--nonpositive-threshold", choices=["error", "keep"], default="error")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--max-cost", type=float, help="pairs above this cost count as unmatched")
+    group.add_argument("--quantile", type=float, help="pairs above this cost quantile count as unmatched")
+
+
+def run_match(specs: list, args: argparse.Namespace) -> list[dict]:
+    """Match consecutive SAEs, write pair files and the summary, return the summary rows."""
+    matchings = match_layers(
+        specs,
+        out_dir=args.out,
+        fold=not args.no_fold,
+        weights=args.weights,
+        solver=args.solver,
+        nonpositive_threshold=args.nonpositive_threshold,
+    )
+    rows = summarize(matchings, max_cost=args.max_cost, quantile=args.quantile)
+    write_summary(args.out, rows, matchings)
+    for r in rows:
+        print(
+            f"pair {r['pair']}: {r['source']} -> {r['target']}  mean {r['mean_cost']:.4g}  "
+            f"median {r['median_cost']:.4g}  matched {r['fraction_below_threshold']:.1%}"
+        )
+    print(f"wrote {args.out}/summary.json, summary.csv, report.html and pair_*.safetensors")
+    return rows
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from sae_lens_match.synthetic import make_stack
+
+    stack = make_stack(n_layers=args.layers, d_in=args.d_in, d_sae=args.d_sae, seed=args.seed)
+    specs = []
+    for layer, sae in enumerate(stack.saes):
+        path = args.out / "saes" / f"layer_{layer}"
+        sae.save_model(path)
+        specs.append(path)
+    print(f"synthetic stack of {args.layers} JumpReLU SAEs (d_in={args.d_in}, d_sae={args.d_sae}) in {args.out}/saes")
+    run_match(specs, args)
+    from sae_lens_match.matching import Matching
+
+    for layer in range(args.layers - 1):
+        m = Matching.load(args.out / f"pair_{layer:03d}.safetensors")
+        print(f"pair {layer}: accuracy on persisting features vs planted truth {stack.accuracy(m, layer):.1%}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sae-lens-match", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("match", help="match the features of consecutive SAEs")
+    p.add_argument("saes", nargs="+", help="SAE directories (SAE.save_model) or release:sae_id")
+    _add_match_options(p)
+
+    p = sub.add_parser("demo", help="run SAE Match end to end on the embedded default")
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--d-in", type=int, default=64)
+    p.add_argument("--d-sae", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    _add_match_options(p, out_default=Path("results/demo"))
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "match":
+            run_match(args.saes, args)
+        else:
+            _demo(args)
+    except (ValueError, RuntimeError) as error:
+        print(f"sae-lens-match: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Loading SAEs from SAELens releases and local directories, with clear errors offline."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import torch
+from sae_lens import SAE
+from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+from sae_lens_match.errors import HubUnavailableError
+
+
+def default_device() -> str:
+    """CUDA when present, else CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pretrained(release: str, sae_id: str, *, device: str | None = None) -> SAE:
+    """``SAE.from_pretrained(release, sae_id)`` with errors that name what went wrong.
+
+    Raises:
+        ValueError: unknown release (with close names) or unknown ``sae_id`` (with valid ones).
+        HubUnavailableError: the release is known but its weights cannot be downloaded.
+    """
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        close = difflib.get_close_matches(release, list(directory), n=5)
+        hint = f" Did you mean one of {close}?" if close else ""
+        raise ValueError(f"Unknown SAELens release {release!r}.{hint} See sae_lens.loading.pretrained_saes_directory.")
+    ids = directory[release].saes_map
+    if sae_id not in ids:
+        close = difflib.get_close_matches(sae_id, list(ids), n=5) or list(ids)[:5]
+        raise ValueError(f"Release {release!r} has no SAE {sae_id!r}; e.g. {close}.")
+    try:
+        return SAE.from_pretrained(release, sae_id, device=device or default_device())
+    except (OSError, ConnectionError) as error:  # huggingface_hub's offline/network errors are OSErrors
+        raise HubUnavailableError(
+            f"Could not fetch SAE {sae_id!r} of release {release!r} from the Hugging Face hub "
+            f"({type(error).__name__}). Check the network (and HF_HUB_OFFLINE), or use a local "
+            "directory saved with SAE.save_model."
+        ) from error
+
+
+def load_sae(spec: str | Path, *, device: str | None = None) -> SAE:
+    """Load an SAE from a local directory (``SAE.load_from_disk``) or ``"release:sae_id"``."""
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "cfg.json").exists():
+            raise ValueError(f"{path} is a directory but holds no SAELens cfg.json.")
+        return SAE.load_from_disk(path, device=device or default_device())
+    text = str(spec)
+    if ":" not in text:
+        raise ValueError(f"{text!r} is neither an SAE directory nor 'release:sae_id' (e.g. 'gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical').")
+    release, sae_id = text.split(":", 1)
+    return load_pretrained(release, sae_id, device=device)

@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from sae_lens_match import HubUnavailableError, load_pretrained, load_sae
+from tests.saes import random_sae
+
+
+def test_local_directory_round_trip(tmp_path):
+    sae = random_sae("jumprelu")
+    sae.save_model(tmp_path / "sae")
+    loaded = load_sae(tmp_path / "sae", device="cpu")
+    assert type(loaded) is type(sae)
+    assert torch.equal(loaded.threshold, sae.threshold)
+
+
+def test_bad_specs_get_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="neither an SAE directory nor 'release:sae_id'"):
+        load_sae("no-such-thing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no SAELens cfg.json"):
+        load_sae(tmp_path / "empty")
+    with pytest.raises(ValueError, match="Unknown SAELens release 'gemma-scope-2b-pt-res-canonicl'.*gemma-scope-2b-pt-res-canonical"):
+        load_pretrained("gemma-scope-2b-pt-res-canonicl", "layer_12/width_16k/canonical")
+    with pytest.raises(ValueError, match="has no SAE 'layer_12/width_17k/canonical'.*layer_12/width_16k/canonical"):
+        load_pretrained("gemma-scope-2b-pt-res-canonical", "layer_12/width_17k/canonical")
+
+
+def test_offline_hub_load_names_the_release():
+    # tests run with HF_HUB_OFFLINE=1 (conftest), as CI does: the download must fail cleanly
+    with pytest.raises(HubUnavailableError, match="'blocks.0.hook_resid_pre' of release 'gpt2-small-res-jb'"):
+        load_sae("gpt2-small-res-jb:blocks.0.hook_resid_pre")
