@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
 
@@ -15,8 +16,7 @@ from tqdm.auto import tqdm
 from sae_lens_match.assignment import assign
 from sae_lens_match.assignment.core import pair_sq_dist
 from sae_lens_match.folding import NonPositivePolicy, fold as fold_sae
-from dataclasses import replace
-
+from sae_lens_match.loading import load_sae
 from sae_lens_match.matching import Matching
 from sae_lens_match.validation import check_finite, check_same_d_in
 
@@ -192,8 +192,6 @@ def match_layers(
     Returns:
         ``len(saes) - 1`` matchings; matching ``i`` maps layer ``i`` to layer ``i + 1``.
     """
-    from sae_lens_match.loading import load_sae
-
     if len(saes) < 2:
         raise ValueError(f"match_layers needs at least two SAEs, got {len(saes)}.")
     origins = [_origin(item) for item in saes]

@@ -67,7 +67,7 @@ def test_nonpositive_thresholds_error_or_keep():
     kept = fold(sae, nonpositive_threshold="keep")
     x = inputs()
     assert torch.isfinite(kept.W_dec).all() and torch.isfinite(kept.W_enc).all()
-    assert float(kept.threshold[5]) == pytest.approx(-0.2) and float(kept.threshold[0]) == 1.0
+    assert float(kept.threshold[5].detach()) == pytest.approx(-0.2) and float(kept.threshold[0].detach()) == 1.0
     torch.testing.assert_close(kept(x), sae(x), rtol=1e-5, atol=1e-5)
 
 
