@@ -6,7 +6,7 @@ from sae_lens_match.loading import load_pretrained, load_sae
 from sae_lens_match.match import DEFAULT_WEIGHTS, feature_rows, match, match_layers, parameter_mse
 from sae_lens_match.matching import Matching
 from sae_lens_match.paths import FeaturePaths, agreement, compose_all, feature_paths
-from sae_lens_match.permute import permute
+from sae_lens_match.permute import permute, select_features
 from sae_lens_match.version import __version__
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "parameter_mse",
     "permute",
     "register_fold_rule",
+    "select_features",
 ]

@@ -1,4 +1,4 @@
-"""Reordering an SAE's features."""
+"""Reordering and selecting an SAE's features."""
 
 from __future__ import annotations
 
@@ -26,20 +26,38 @@ def permute(sae: SAE, permutation: torch.Tensor) -> SAE:
     """
     d_sae = sae.cfg.d_sae
     permutation = torch.as_tensor(permutation)
-    if permutation.shape != (d_sae,) or permutation.dtype.is_floating_point:
-        raise ValueError(f"permutation must be an integer tensor of shape [{d_sae}], got {permutation.dtype} {tuple(permutation.shape)}.")
-    if not torch.equal(permutation.sort().values.cpu(), torch.arange(d_sae)):
+    if permutation.shape != (d_sae,):
+        raise ValueError(f"permutation must have shape [{d_sae}], got {tuple(permutation.shape)}.")
+    return select_features(sae, permutation)
+
+
+def select_features(sae: SAE, indices: torch.Tensor) -> SAE:
+    """Return a copy of ``sae`` keeping only features ``indices``, in that order.
+
+    Args:
+        sae: any SAELens SAE.
+        indices: ``[k]`` integer tensor of distinct feature indices in ``0..d_sae-1``.
+
+    Returns:
+        An SAE of the same class with ``d_sae = k``: feature ``j`` is feature ``indices[j]``.
+    """
+    d_sae = sae.cfg.d_sae
+    indices = torch.as_tensor(indices)
+    if indices.ndim != 1 or indices.dtype.is_floating_point or indices.dtype == torch.bool:
+        raise ValueError(f"indices must be a 1-D integer tensor, got {indices.dtype} {tuple(indices.shape)}.")
+    if len(indices) == 0 or indices.unique().numel() != len(indices) or indices.min() < 0 or indices.max() >= d_sae:
         raise ValueError(
-            "permutation must contain each index 0..d_sae-1 exactly once "
+            f"indices must be distinct feature indices in [0, {d_sae}) "
             "(a rectangular or thresholded matching has -1 entries and is no permutation)."
         )
-    permuted = copy.deepcopy(sae)
+    selected = copy.deepcopy(sae)
     with torch.no_grad():
-        for name, param in permuted.named_parameters():
+        for name, param in selected.named_parameters():
             axis = _feature_axis(name, param, d_sae)
             if axis is not None:
-                param.data = param.data.index_select(axis, permutation.to(param.device)).contiguous()
-    return permuted
+                param.data = param.data.index_select(axis, indices.to(param.device)).contiguous()
+    selected.cfg.d_sae = len(indices)
+    return selected
 
 
 def _feature_axis(name: str, param: torch.Tensor, d_sae: int) -> int | None:

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from sae_lens_match import match, parameter_mse, permute
+from sae_lens_match import match, parameter_mse, permute, select_features
 from tests.saes import random_sae
 
 
@@ -31,10 +31,23 @@ def test_permute_keeps_output_and_reorders_activations():
 
 def test_permute_refuses_non_permutations():
     sae = random_sae("jumprelu")
-    with pytest.raises(ValueError, match="exactly once"):
+    with pytest.raises(ValueError, match="distinct feature indices"):
         permute(sae, torch.zeros(32, dtype=torch.long))
     with pytest.raises(ValueError, match=r"shape \[32\]"):
         permute(sae, torch.arange(31))
+
+
+def test_select_features_keeps_the_chosen_features():
+    sae = random_sae("jumprelu")
+    keep = torch.tensor([5, 0, 17])
+    small = select_features(sae, keep)
+    assert small.cfg.d_sae == 3 and small.W_enc.shape == (16, 3) and small.threshold.shape == (3,)
+    x = torch.randn(20, 16) * 3
+    torch.testing.assert_close(small.encode(x), sae.encode(x)[:, keep])
+    with pytest.raises(ValueError, match="distinct"):
+        select_features(sae, torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match=r"\[0, 32\)"):
+        select_features(sae, torch.tensor([-1, 2]))
 
 
 def test_match_is_the_exact_optimum_on_a_tiny_problem():

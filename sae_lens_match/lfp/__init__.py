@@ -1,0 +1,1 @@
+"""Learned Feedback Patterns (Marks et al.): do a tuned LM's activations encode its feedback?"""

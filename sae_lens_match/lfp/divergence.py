@@ -1,0 +1,68 @@
+"""Which layers did fine-tuning change most? Per-layer L2 parameter divergence (LFP step 2)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from sae_lens_match.io import write_text
+
+# Layer index in Hugging Face (layers.N, h.N, layer.N) and TransformerLens (blocks.N) names.
+_LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
+
+
+def layer_divergence(base: nn.Module, tuned: nn.Module, *, part: Literal["mlp", "block"] = "mlp") -> dict[int, float]:
+    """``sqrt(sum ||theta_tuned - theta_base||^2)`` over each layer's parameters, in float64.
+
+    Args:
+        base, tuned: two models with the same parameter names (e.g. an HF model before and
+            after TRL fine-tuning). Weights must be floating point: quantised (integer)
+            weights are refused, since their differences are not the model's.
+        part: ``"mlp"`` counts parameters whose name contains ``.mlp.``; ``"block"`` all of
+            the layer's parameters.
+
+    Returns:
+        ``{layer: divergence}`` for every layer found.
+    """
+    if part not in ("mlp", "block"):
+        raise ValueError(f"part must be 'mlp' or 'block', got {part!r}.")
+    base_params = dict(base.named_parameters())
+    tuned_params = dict(tuned.named_parameters())
+    if base_params.keys() != tuned_params.keys():
+        missing = sorted(base_params.keys() ^ tuned_params.keys())[:5]
+        raise ValueError(f"The models have different parameters (e.g. {missing}); compare a model with its own fine-tune.")
+    squared: dict[int, float] = {}
+    for name, p in base_params.items():
+        found = _LAYER.search(name)
+        if found is None or (part == "mlp" and ".mlp." not in name):
+            continue
+        q = tuned_params[name]
+        if not (p.dtype.is_floating_point and q.dtype.is_floating_point):
+            raise ValueError(f"Parameter {name!r} is {p.dtype}/{q.dtype}: divergence needs full-precision weights.")
+        if p.shape != q.shape:
+            raise ValueError(f"Parameter {name!r} has shape {tuple(p.shape)} vs {tuple(q.shape)}.")
+        layer = int(found.group(1))
+        squared[layer] = squared.get(layer, 0.0) + float(((q.detach().double() - p.detach().double().to(q.device)) ** 2).sum())
+    if not squared:
+        raise ValueError(f"No {part} parameters with a layer index were found (names like 'layers.3.mlp.*').")
+    return {layer: value**0.5 for layer, value in sorted(squared.items())}
+
+
+def top_layers(divergence: dict[int, float], k: int = 5) -> list[int]:
+    """The ``k`` most-changed layers, most changed first."""
+    return sorted(divergence, key=divergence.get, reverse=True)[:k]
+
+
+def plot_divergence(divergence: dict[int, float], path: str | Path, *, k: int = 5) -> None:
+    """A bar chart of the divergence per layer (top ``k`` highlighted), as a self-contained HTML page."""
+    import plotly.graph_objects as go
+
+    top = set(top_layers(divergence, k))
+    layers = list(divergence)
+    fig = go.Figure(go.Bar(x=layers, y=[divergence[l] for l in layers], marker_color=["crimson" if l in top else "steelblue" for l in layers]))
+    fig.update_layout(title=f"Parameter divergence per layer (top {k} in red)", xaxis_title="layer", yaxis_title="L2 divergence")
+    write_text(path, fig.to_html(include_plotlyjs=True))
