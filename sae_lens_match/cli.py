@@ -1,4 +1,4 @@
-"""Command line: ``sae-lens-match match|demo``."""
+"""Command line: ``sae-lens-match match|demo|compare|evaluate``."""
 
 from __future__ import annotations
 
@@ -85,12 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     _add_match_options(p, out_default=Path("results/demo"))
 
+    from sae_lens_match.eval_cli import add_eval_commands
+
+    add_eval_commands(sub)  # compare, evaluate
+
     args = parser.parse_args(argv)
     try:
         if args.command == "match":
             run_match(args.saes, args)
-        else:
+        elif args.command == "demo":
             _demo(args)
+        else:
+            args.run(args)
     except (ValueError, RuntimeError) as error:
         print(f"sae-lens-match: error: {error}", file=sys.stderr)
         return 2

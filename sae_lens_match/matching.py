@@ -1,4 +1,8 @@
-"""The :class:`Matching` type: a one-to-one map from the features of SAE A to those of SAE B."""
+"""The :class:`Matching` type: a map from the features of SAE A to those of SAE B.
+
+One-to-one by default (SAE Match); ``one_to_one=False`` allows several A features to share a
+B feature (top-1 matchers such as Feature Flow's decoder cosine).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ class Matching:
         source, target: JSON-serialisable descriptions of A and B (release/sae_id, path,
             hook_name, ...).
         info: how the matching was made (fold, weights, solver, timings, steps, ...).
+        one_to_one: whether each B feature receives at most one A feature (checked). ``False``
+            for many-to-one matchings (top-1 matchers); those have no :meth:`inverse`.
     """
 
     permutation: torch.Tensor
@@ -38,6 +44,7 @@ class Matching:
     source: dict[str, Any] = field(default_factory=dict)
     target: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    one_to_one: bool = True
 
     def __post_init__(self) -> None:
         p, c = self.permutation, self.cost
@@ -45,9 +52,14 @@ class Matching:
             raise ValueError(f"Matching needs a 1-D int64 permutation and a cost of the same shape; got {p.dtype} {tuple(p.shape)} and {tuple(c.shape)}.")
         if (p < -1).any() or (p >= self.d_sae_b).any():
             raise ValueError(f"Matching permutation entries must lie in [-1, {self.d_sae_b}).")
+        if not isinstance(self.one_to_one, bool):
+            raise ValueError(f"Matching.one_to_one must be a bool, got {self.one_to_one!r}.")
         matched = p[p >= 0]
-        if matched.unique().numel() != matched.numel():
-            raise ValueError("Matching permutation maps two A features to the same B feature.")
+        if self.one_to_one and matched.unique().numel() != matched.numel():
+            raise ValueError(
+                "Matching permutation maps two A features to the same B feature; "
+                "pass one_to_one=False for a many-to-one matching."
+            )
 
     @property
     def d_sae_a(self) -> int:
@@ -69,17 +81,30 @@ class Matching:
         return int(self.info.get("steps", 1))
 
     def compose(self, other: "Matching") -> "Matching":
-        """A -> B (self) then B -> C (other) gives A -> C; costs add along the path."""
+        """A -> B (self) then B -> C (other) gives A -> C; costs add along the path.
+
+        The result is one-to-one only when both matchings are.
+        """
         if other.d_sae_a != self.d_sae_b:
             raise ValueError(f"Cannot compose: this matching ends in {self.d_sae_b} features, the next starts from {other.d_sae_a}.")
         via = self.permutation.clamp_min(0)
         permutation = torch.where(self.matched, other.permutation[via], -1)
         cost = torch.where(permutation >= 0, self.cost + other.cost[via], float("nan"))
         info = {"composed_of": [self.info, other.info], "steps": self.steps + other.steps}
-        return Matching(permutation, cost, other.d_sae_b, self.source, other.target, info)
+        one_to_one = self.one_to_one and other.one_to_one
+        return Matching(permutation, cost, other.d_sae_b, self.source, other.target, info, one_to_one)
 
     def inverse(self) -> "Matching":
-        """The same pairs read from B to A."""
+        """The same pairs read from B to A.
+
+        Raises:
+            ValueError: for a many-to-one matching (``one_to_one=False``), which has no inverse.
+        """
+        if not self.one_to_one:
+            raise ValueError(
+                "A many-to-one matching (one_to_one=False) has no inverse: a B feature may "
+                "receive several A features. Match B -> A directly instead."
+            )
         permutation = torch.full((self.d_sae_b,), -1, dtype=torch.long)
         cost = torch.full((self.d_sae_b,), float("nan"), dtype=torch.float64)
         rows = self.matched.nonzero().squeeze(1)
@@ -122,6 +147,7 @@ class Matching:
             "source": json.dumps(self.source),
             "target": json.dumps(self.target),
             "info": json.dumps(self.info, default=str),
+            "one_to_one": json.dumps(self.one_to_one),
         }
         tensors = {"permutation": self.permutation.contiguous(), "cost": self.cost.contiguous()}
         with atomic_path(path) as tmp:
@@ -144,4 +170,6 @@ class Matching:
             source=json.loads(metadata["source"]),
             target=json.loads(metadata["target"]),
             info=json.loads(metadata["info"]),
+            # files written before the field existed hold one-to-one matchings
+            one_to_one=json.loads(metadata.get("one_to_one", "true")),
         )

@@ -22,15 +22,15 @@ from sae_lens_match import Matching, compose_all, feature_paths, fold, match, ma
 from sae_lens_match.synthetic import make_stack
 
 torch.manual_seed(0)
-torch.set_grad_enabled(False)  # inference only
 stack = make_stack(n_layers=5, d_in=64, d_sae=512, seed=0)
 sae_0, sae_1 = stack.saes[0], stack.saes[1]
 
 # 1. Folding: threshold -> 1, the decoder row carries the threshold's scale.
 folded = fold(sae_0)
 x = torch.randn(8, 64) * 2
-print("max |folded(x) - sae(x)|:", float((folded(x) - sae_0(x)).abs().max()))
-print("threshold before / after folding:", float(sae_0.threshold[0]), float(folded.threshold[0]))
+with torch.no_grad():
+    print("max |folded(x) - sae(x)|:", float((folded(x) - sae_0(x)).abs().max()))
+    print("threshold before / after folding:", float(sae_0.threshold[0]), float(folded.threshold[0]))
 
 # 2. Matching consecutive layers (exact linear assignment on folded parameters).
 m = match(sae_0, sae_1)

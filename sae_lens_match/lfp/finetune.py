@@ -1,0 +1,167 @@
+"""Fine-tuning recipes on TRL 1.x: sentiment RL with a text reward, DPO and TR-DPO (LFP step 1).
+
+Each recipe takes a Hugging Face causal LM and its tokenizer, trains with TRL, and returns the
+tuned model with TRL's log. Checkpoints go to ``output_dir``; a rerun resumes from the last
+one. Nothing is sent to wandb unless ``report_to`` asks for it.
+
+The paper ran PPO with the VADER reward. TRL removed ``PPOTrainer``, so
+:func:`sentiment_rl` uses RLOO (default) or GRPO: no value network, the baseline is the
+mean reward of the other completions of the same prompt, and the KL penalty to the frozen
+starting model enters the loss with coefficient ``beta`` rather than being folded into the
+reward as in PPO.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.trainer_utils import get_last_checkpoint
+
+from sae_lens_match.lfp.reward import RewardFn, trl_reward
+
+
+@dataclass
+class FineTuneResult:
+    """A tuned model, the reference model it was held to (if any) and TRL's log history."""
+
+    model: PreTrainedModel
+    ref_model: PreTrainedModel | None
+    log: list[dict[str, Any]]
+    output_dir: Path
+
+
+def _training_args(output_dir: str | Path, *, steps: int, batch_size: int, learning_rate: float, seed: int, save_steps: int, report_to: str | list[str]) -> dict[str, Any]:
+    return dict(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        data_seed=seed,
+        save_steps=save_steps,
+        save_total_limit=2,
+        logging_steps=1,
+        report_to=report_to,
+        disable_tqdm=False,
+        use_cpu=not _cuda(),
+    )
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _train(trainer, output_dir: str | Path, resume: bool) -> list[dict[str, Any]]:
+    checkpoint = get_last_checkpoint(str(output_dir)) if resume and Path(output_dir).is_dir() else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return list(trainer.state.log_history)
+
+
+def dpo(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Dataset,
+    *,
+    output_dir: str | Path,
+    trust_region: bool = False,
+    mixup_alpha: float = 0.6,
+    sync_steps: int = 512,
+    beta: float = 0.1,
+    steps: int = 200,
+    batch_size: int = 8,
+    learning_rate: float = 5e-6,
+    seed: int = 0,
+    save_steps: int = 100,
+    resume: bool = True,
+    report_to: str | list[str] = "none",
+) -> FineTuneResult:
+    """DPO, or TR-DPO with ``trust_region=True``, on ``pairs`` (columns ``prompt``, ``chosen``, ``rejected``).
+
+    TR-DPO (Gorbatovski et al. 2024) updates the reference model during training: every
+    ``sync_steps`` steps ``ref <- mixup_alpha * policy + (1 - mixup_alpha) * ref`` (soft update;
+    ``mixup_alpha=1`` is the hard update). Paper defaults: 0.6 and 512. ``model`` is trained in
+    place; the reference starts as a copy of it.
+    """
+    from trl import DPOConfig, DPOTrainer
+
+    missing = {"prompt", "chosen", "rejected"} - set(pairs.column_names)
+    if missing:
+        raise ValueError(f"Preference pairs need columns prompt, chosen, rejected; missing {sorted(missing)}.")
+    if not 0.0 < mixup_alpha <= 1.0 or sync_steps < 1:
+        raise ValueError(f"TR-DPO needs 0 < mixup_alpha <= 1 and sync_steps >= 1, got {mixup_alpha}, {sync_steps}.")
+    ref_model = copy.deepcopy(model).eval()
+    args = DPOConfig(
+        beta=beta,
+        sync_ref_model=trust_region,
+        ref_model_mixup_alpha=mixup_alpha,
+        ref_model_sync_steps=sync_steps,
+        **_training_args(output_dir, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, save_steps=save_steps, report_to=report_to),
+    )
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=pairs, processing_class=tokenizer)
+    log = _train(trainer, output_dir, resume)
+    return FineTuneResult(trainer.model, trainer.ref_model, log, Path(output_dir))
+
+
+def sentiment_rl(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    output_dir: str | Path,
+    reward: str | RewardFn = "vader",
+    algorithm: Literal["rloo", "grpo"] = "rloo",
+    beta: float = 0.05,
+    num_generations: int = 4,
+    max_completion_length: int = 24,
+    steps: int = 200,
+    batch_size: int = 8,
+    learning_rate: float = 1e-5,
+    temperature: float = 1.0,
+    seed: int = 0,
+    save_steps: int = 100,
+    resume: bool = True,
+    report_to: str | list[str] = "none",
+) -> FineTuneResult:
+    """RL on ``prompts`` (e.g. review prefixes) towards a registered text reward (default VADER).
+
+    ``batch_size`` counts completions per step and must be a multiple of ``num_generations``
+    (completions sampled per prompt, compared with each other for the baseline).
+    """
+    if algorithm == "rloo":
+        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+    elif algorithm == "grpo":
+        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+    else:
+        raise ValueError(f"algorithm must be 'rloo' or 'grpo', got {algorithm!r}.")
+    if batch_size % num_generations:
+        raise ValueError(f"batch_size ({batch_size}) must be a multiple of num_generations ({num_generations}).")
+    if not prompts:
+        raise ValueError("sentiment_rl needs at least one prompt.")
+    args = Config(
+        beta=beta,
+        num_generations=num_generations,
+        max_completion_length=max_completion_length,
+        temperature=temperature,
+        **_training_args(output_dir, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, save_steps=save_steps, report_to=report_to),
+    )
+    # TRL rebuilds the frozen reference from a path: save the starting model once, train from it.
+    base_dir = Path(output_dir) / "base_model"
+    if not (base_dir / "config.json").exists():
+        model.save_pretrained(base_dir)
+        tokenizer.save_pretrained(base_dir)
+    trainer = Trainer(
+        model=str(base_dir),
+        reward_funcs=[trl_reward(reward)],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": list(prompts)}),
+        processing_class=tokenizer,
+    )
+    log = _train(trainer, output_dir, resume)
+    return FineTuneResult(trainer.model, getattr(trainer, "ref_model", None), log, Path(output_dir))

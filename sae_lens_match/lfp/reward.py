@@ -1,0 +1,71 @@
+"""Reward functions over texts, in a registry, and their adapter to TRL's ``reward_funcs``.
+
+The paper's sentiment reward is ``clip(sum_token VADER(token) / 5, -10, 10)``: each token's
+mean human valence from the VADER lexicon (in [-4, 4], 0 for words not in it), summed over
+the text. Tokenisation (ours, documented because it changes the number): lower-cased, then
+split into words (letters, digits, inner apostrophes: ``don't``) and runs of punctuation
+(so emoticons such as ``:)`` score as VADER scores them). The paper used spaCy tokens;
+words are the same, contractions may differ.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Sequence
+
+from sae_lens_match.world.lexicon import vader_lexicon
+
+RewardFn = Callable[[Sequence[str]], list[float]]
+"""Texts in, one float per text out."""
+
+REWARDS: dict[str, RewardFn] = {}
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*|[^\sa-z0-9]+")
+
+
+def register_reward(name: str, fn: RewardFn) -> None:
+    """Register a reward function under ``name`` (SAELens registry style)."""
+    if name in REWARDS and REWARDS[name] is not fn:
+        raise ValueError(f"A reward named {name!r} is already registered.")
+    REWARDS[name] = fn
+
+
+def get_reward(name: str) -> RewardFn:
+    if name not in REWARDS:
+        raise ValueError(f"Unknown reward {name!r}; registered: {sorted(REWARDS)}.")
+    return REWARDS[name]
+
+
+def vader_tokens(text: str) -> list[str]:
+    """The tokens the VADER reward scores (see the module docstring)."""
+    return _TOKEN.findall(text.lower())
+
+
+def vader_reward(texts: Sequence[str], *, scale: float = 5.0, clip: float = 10.0) -> list[float]:
+    """``clip(sum_token VADER(token) / scale, -clip, clip)`` for each text."""
+    lexicon = vader_lexicon()
+    out = []
+    for text in texts:
+        total = sum(lexicon.get(token, 0.0) for token in vader_tokens(text)) / scale
+        out.append(max(-clip, min(clip, total)))
+    return out
+
+
+def trl_reward(name_or_fn: str | RewardFn) -> Callable[..., list[float]]:
+    """Wrap a text reward for TRL's ``reward_funcs``: it scores the completions alone.
+
+    TRL calls reward functions as ``fn(prompts=..., completions=..., **columns)``; completions
+    are strings for plain-text datasets, or lists of ``{"role", "content"}`` messages for
+    conversational ones.
+    """
+    fn = get_reward(name_or_fn) if isinstance(name_or_fn, str) else name_or_fn
+
+    def reward(completions: Sequence[Any], **_: Any) -> list[float]:
+        texts = [c if isinstance(c, str) else " ".join(m["content"] for m in c) for c in completions]
+        return fn(texts)
+
+    reward.__name__ = getattr(fn, "__name__", "reward")
+    return reward
+
+
+register_reward("vader", vader_reward)

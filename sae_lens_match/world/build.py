@@ -1,0 +1,294 @@
+"""Build the embedded world into a cache directory: corpus -> tokenizer -> LM -> SAEs.
+
+The world is built on first use, not shipped (it would be ~9 MB of weights; building it
+keeps the package text-only and shows it is reproducible): ``build_world()`` writes it to
+``<cache>/<key>/`` where ``<cache>`` is ``$SAE_LENS_MATCH_CACHE/world`` (default
+``~/.cache/sae_lens_match/world``) and ``<key>`` hashes the format version, the seed and
+the ``WorldConfig``. The build runs in a temporary sibling directory that is renamed
+into place only when complete, under a file lock, so a half-built world is never
+visible and concurrent builders wait for each other. Layout::
+
+    <key>/world.json                      config, metrics, hashes, build time
+    <key>/model/                          HF checkpoint + tokenizer (save_pretrained)
+    <key>/saes/blocks.L.hook_resid_post/  SAELens format (cfg.json + safetensors)
+    <key>/saes/blocks.L.hook_mlp_out/
+
+Same seed and config on the same machine type and thread count give bitwise the same
+weights (``world.json`` records their SHA-256).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from sae_lens import SAE
+from tqdm.auto import tqdm
+from transformers import GPTNeoXForCausalLM
+
+from sae_lens_match.version import __version__
+from sae_lens_match.world.corpus import corpus, review_prefixes, reviews
+from sae_lens_match.world.evaluate import mean_loss, sample_completions, sentiment_margin
+from sae_lens_match.world.model import WORLD_MODEL_NAME, load_hooked_model, model_config
+from sae_lens_match.world.saes import (
+    SAETrainingConfig,
+    collect_activations,
+    hook_name,
+    sae_stats,
+    save_sae,
+    train_sae,
+)
+from sae_lens_match.world.tokenizer import load_tokenizer, train_tokenizer
+from sae_lens_match.world.train import pack_rows, train_lm
+
+# Bump when the corpus, training code or on-disk layout changes: old caches are ignored.
+WORLD_FORMAT = 1
+MANIFEST = "world.json"
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Everything that determines the world besides the seed.
+
+    The defaults are the embedded default world: about 6 minutes to build on one core of
+    a 2-core machine (the build uses one thread; most of it is the LM's 600 steps).
+    """
+
+    # corpus and tokenizer
+    train_reviews: int = 60_000
+    eval_reviews: int = 400
+    tokenizer_reviews: int = 5_000
+    vocab_size: int = 2048
+    # language model (Pythia architecture)
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    n_ctx: int = 64
+    lm_steps: int = 600
+    lm_batch_size: int = 64
+    lm_lr: float = 5e-3
+    # SAEs, one per layer and hook kind
+    sae_hooks: tuple[str, ...] = ("resid_post", "mlp_out")
+    sae_train_tokens: int = 200_000
+    sae: SAETrainingConfig = field(
+        default_factory=lambda: SAETrainingConfig(
+            expansion=4,
+            steps=400,
+            batch_size=1024,
+            lr=5e-3,
+            l0_coefficient=1.0,
+            init_threshold=0.1,
+            bandwidth=0.1,
+        )
+    )
+    # CPU threads used by the build. Part of the config because float reductions, and so
+    # the weights' last bits, can depend on it. One thread: on a shared 2-core machine a
+    # second thread spends most of its time waiting at barriers (measured 20x slower).
+    threads: int = 1
+
+    def key(self, seed: int) -> str:
+        """Cache key: format version, seed and a hash of this config."""
+        blob = json.dumps({"format": WORLD_FORMAT, **asdict(self)}, sort_keys=True)
+        return f"v{WORLD_FORMAT}-seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def default_cache_dir() -> Path:
+    """``$SAE_LENS_MATCH_CACHE/world`` or ``~/.cache/sae_lens_match/world``."""
+    root = os.environ.get("SAE_LENS_MATCH_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "sae_lens_match"
+    return base / "world"
+
+
+def world_dir(seed: int = 0, cache_dir: str | Path | None = None, config: WorldConfig | None = None) -> Path:
+    """Where the world for ``(seed, config)`` lives (whether built or not)."""
+    config = config or WorldConfig()
+    return Path(cache_dir or default_cache_dir()).expanduser() / config.key(seed)
+
+
+def is_built(directory: Path) -> bool:
+    """True when ``directory`` holds a complete world (its manifest is written last)."""
+    return (directory / MANIFEST).is_file()
+
+
+def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors of a state dict, in sorted key order (name, dtype, shape, bytes)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    # One builder per world; others block here, then find it built. POSIX only: where
+    # fcntl is missing the atomic rename below still keeps a half-built world hidden.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _torch_settings(threads: int) -> Iterator[None]:
+    old_threads = torch.get_num_threads()
+    old_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_deterministic)
+
+
+def build_world(
+    seed: int = 0,
+    force: bool = False,
+    cache_dir: str | Path | None = None,
+    config: WorldConfig | None = None,
+    progress: bool = True,
+) -> Path:
+    """Build the world for ``seed`` unless it is already cached; return its directory.
+
+    Args:
+        seed: seeds the corpus, the tokenizer data, LM initialisation and batch order,
+            and every SAE.
+        force: rebuild even if a complete world is cached (replaced atomically).
+        cache_dir: directory holding worlds (default ``default_cache_dir()``).
+        config: sizes and hyperparameters (default ``WorldConfig()``).
+        progress: show tqdm progress bars on stderr.
+    """
+    config = config or WorldConfig()
+    target = world_dir(seed, cache_dir, config)
+    with _file_lock(target.with_name(target.name + ".lock")):
+        if is_built(target) and not force:
+            return target
+        if progress:
+            print(f"sae-lens-match: building the embedded world (seed {seed}) into {target}; "
+                  "this takes a few minutes, once.", file=sys.stderr)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; a cache may be shared
+        try:
+            _build_into(tmp, seed, config, progress)
+            if target.exists():  # rename cannot replace a non-empty directory: swap
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def rebuild(seed: int = 0, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """Rebuild the default world from scratch, replacing the cached one; return its directory."""
+    return build_world(seed=seed, force=True, cache_dir=cache_dir, progress=progress)
+
+
+def _build_into(out: Path, seed: int, cfg: WorldConfig, progress: bool) -> None:
+    start, start_cpu = time.perf_counter(), time.process_time()
+
+    def bar(total: int, desc: str) -> tqdm:
+        return tqdm(total=total, desc=f"world: {desc}", disable=not progress, file=sys.stderr, leave=False)
+
+    with _torch_settings(cfg.threads):
+        with bar(2, "corpus + tokenizer") as pbar:
+            train_texts = corpus("train", cfg.train_reviews, seed)
+            pbar.update()
+            tokenizer = train_tokenizer(train_texts[: cfg.tokenizer_reviews], cfg.vocab_size)
+            pbar.update()
+        rows = pack_rows(train_texts, tokenizer, cfg.n_ctx)
+        held_out = reviews(cfg.eval_reviews, seed, "test")
+        eval_rows = pack_rows([r.text for r in held_out], tokenizer, cfg.n_ctx)
+
+        torch.manual_seed(seed)
+        lm_config = model_config(
+            len(tokenizer), cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.n_ctx, tokenizer.bos_token_id
+        )
+        lm = GPTNeoXForCausalLM(lm_config)
+        loss_before = mean_loss(lm, eval_rows)
+        with bar(cfg.lm_steps, "training LM") as pbar:
+
+            def on_step(step: int, loss: float) -> None:
+                pbar.update()
+                pbar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+            losses = train_lm(lm, rows, cfg.lm_steps, cfg.lm_batch_size, cfg.lm_lr, seed, on_step=on_step)
+        model_dir = out / "model"
+        lm.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        tokenizer = load_tokenizer(model_dir)  # TransformerLens needs the saved name_or_path
+        prefixes = review_prefixes(6, seed)
+        lm_metrics = {
+            "n_params": sum(p.numel() for p in lm.parameters()),
+            "train_tokens": cfg.lm_steps * cfg.lm_batch_size * cfg.n_ctx,
+            "eval_loss_before": loss_before,
+            "eval_loss_after": mean_loss(lm, eval_rows),
+            "train_loss_last_50": sum(losses[-50:]) / len(losses[-50:]),
+            "sentiment_margin": sentiment_margin(lm, tokenizer, held_out),
+            "samples": dict(zip(prefixes, sample_completions(lm, tokenizer, prefixes, seed=seed))),
+        }
+
+        hooked = load_hooked_model(model_dir, hf_model=lm, tokenizer=tokenizer)
+        hooks = [hook_name(kind, layer) for kind in cfg.sae_hooks for layer in range(cfg.n_layers)]
+        n_rows = -(-cfg.sae_train_tokens // (cfg.n_ctx - 1))  # BOS positions are dropped
+        acts = collect_activations(hooked, rows[:n_rows], hooks)
+        eval_acts = collect_activations(hooked, eval_rows, hooks)
+        metadata = {
+            "model_name": WORLD_MODEL_NAME,
+            "context_size": cfg.n_ctx,
+            "prepend_bos": True,
+            "exclude_special_tokens": True,
+            "dataset_path": f"sae-lens-match-world/seed{seed}",
+        }
+        sae_metrics, sae_hashes = {}, {}
+        with bar(len(hooks), "training SAEs") as pbar:
+            for i, hook in enumerate(hooks):
+                trained = train_sae(acts.pop(hook), hook, cfg.sae, seed + 1 + i, metadata)
+                save_sae(trained, out / "saes" / hook)
+                saved = SAE.load_from_disk(out / "saes" / hook)  # measure what users load
+                sae_metrics[hook] = sae_stats(saved, eval_acts.pop(hook))
+                if not sae_metrics[hook]["min_threshold"] > 0:  # folding divides by it
+                    raise RuntimeError(f"SAE {hook} trained a non-positive threshold: {sae_metrics[hook]}")
+                sae_hashes[hook] = weights_hash(saved.state_dict())
+                pbar.update()
+
+    manifest = {
+        "format": WORLD_FORMAT,
+        "seed": seed,
+        "config": asdict(cfg),
+        "sae_lens_match_version": __version__,
+        "torch_version": torch.__version__,
+        "build_seconds": time.perf_counter() - start,
+        "build_cpu_seconds": time.process_time() - start_cpu,  # wall time on an idle core
+        "hooks": hooks,
+        "model_sha256": weights_hash(lm.state_dict()),
+        "sae_sha256": sae_hashes,
+        "lm": lm_metrics,
+        "saes": sae_metrics,
+    }
+    # Written last: its presence marks the directory complete.
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))

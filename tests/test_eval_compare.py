@@ -1,0 +1,58 @@
+"""All matchers side by side, in Python and on the command line."""
+
+import json
+
+import pytest
+import torch
+
+
+from sae_lens_match.cli import main  # noqa: E402
+from sae_lens_match.evaluation import TokenSet, compare_matchers, compute_matchings  # noqa: E402
+from sae_lens_match.synthetic import make_stack  # noqa: E402
+from tests.planted_model import BOS, planted, sampled_tokens  # noqa: E402
+
+
+def test_side_by_side_on_planted_data():
+    p = planted()
+    data = TokenSet(p.model, p.tokens, bos_token_id=BOS, progress=False)
+    # the data-based matcher is fitted on other tokens than it is judged on
+    fit = TokenSet(p.model, sampled_tokens(p.model, n_rows=24, seed=7), bos_token_id=BOS, progress=False)
+    saes = [p.sae_a, p.sae_b]
+    matchings = compute_matchings(saes, data=fit, progress=False)
+    assert list(matchings) == ["sae_match", "cosine_top1", "activation_correlation"]
+    rows = compare_matchers(saes, matchings, data=data)
+    by = {r["method"]: r for r in rows}
+    assert set(by) == {"sae_match", "cosine_top1", "activation_correlation", "layer_drop", "current", "previous"}
+    assert by["sae_match"]["agreement"] == 1.0 and by["sae_match"]["one_to_one"] is True
+    assert by["cosine_top1"]["agreement"] == 1.0 and by["cosine_top1"]["score"] == "decoder cosine"
+    for name in matchings:
+        r = by[name]
+        assert r["matching_score"] > r["random_matching_score"] + 0.2
+        assert r["delta_loss"] < by["layer_drop"]["delta_loss"]
+        assert r["explained_variance"] > by["layer_drop"]["explained_variance"]
+    assert by["current"]["kind"] == "baseline" and "mean_cost" not in by["current"]
+    with pytest.raises(ValueError, match="data-based"):
+        compute_matchings(saes, progress=False)
+    assert list(compute_matchings(saes, skip_data_matchers=True, progress=False)) == ["sae_match", "cosine_top1"]
+
+
+def test_cli_compare_and_evaluate_without_data(tmp_path, capsys):
+    specs = []
+    for layer, sae in enumerate(make_stack(n_layers=3, d_in=16, d_sae=64, seed=0).saes):
+        sae.save_model(tmp_path / f"layer_{layer}")
+        specs.append(str(tmp_path / f"layer_{layer}"))
+    out = tmp_path / "cmp"
+    assert main(["compare", *specs, "--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped data-based matchers without data: ['activation_correlation']" in printed
+    rows = json.loads((out / "compare.json").read_text())
+    assert [(r["pair"], r["method"]) for r in rows] == [(0, "sae_match"), (0, "cosine_top1"), (1, "sae_match"), (1, "cosine_top1")]
+    assert (out / "compare.csv").exists() and (out / "compare.html").exists()
+    assert main(["evaluate", *specs, "--out", str(tmp_path / "ev")]) == 0
+    assert "layer pruning skipped" in capsys.readouterr().out
+    curves = json.loads((tmp_path / "ev" / "parameter_curves.json").read_text())
+    assert {r["variant"] for r in curves} == {"vanilla", "matched", "folded+matched"}
+    assert main(["compare", *specs, "--model", "x", "--out", str(out)]) == 2
+    assert "needs both --model and --tokens" in capsys.readouterr().err
+    assert main(["compare", specs[0], "--out", str(out)]) == 2
+    assert "at least two SAEs" in capsys.readouterr().err
