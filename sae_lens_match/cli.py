@@ -70,6 +70,20 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"pair {layer}: accuracy on persisting features vs planted truth {stack.accuracy(m, layer):.1%}")
 
 
+def _lfp(args: argparse.Namespace) -> None:
+    from sae_lens_match.lfp.pipeline import Part1Config, run_part1
+
+    model_dir = args.model_dir
+    if model_dir is None:
+        from sae_lens_match.world import build_world
+
+        model_dir = build_world() / "model"
+    summary = run_part1(model_dir, args.out, Part1Config(recipe=args.recipe, finetune_steps=args.steps, top_k=args.top_k, seed=args.seed))
+    for layer, d in summary["layers"].items():
+        print(f"layer {layer} ({d['hook']}): mean max cosine {d['mean_max_cosine']:.3f}, assigned {d['mean_assigned_cosine']:.3f}")
+    print(f"wrote {args.out}/summary.json, divergence.json, divergence.html, dictionaries/")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sae-lens-match", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     _add_match_options(p, out_default=Path("results/demo"))
 
+    p = sub.add_parser("lfp", help="Learned Feedback Patterns part 1 on the embedded world (or --model-dir)")
+    p.add_argument("--out", type=Path, default=Path("results/lfp"), help="output directory (resumes)")
+    p.add_argument("--model-dir", type=Path, help="a Hugging Face checkpoint directory (default: the embedded world's)")
+    p.add_argument("--recipe", choices=["rl", "dpo", "tr-dpo"], default="rl")
+    p.add_argument("--steps", type=int, default=60, help="fine-tuning steps")
+    p.add_argument("--top-k", type=int, default=2, help="how many most-changed MLP layers to study")
+    p.add_argument("--seed", type=int, default=0)
+
     from sae_lens_match.eval_cli import add_eval_commands
 
     add_eval_commands(sub)  # compare, evaluate
@@ -95,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             run_match(args.saes, args)
         elif args.command == "demo":
             _demo(args)
+        elif args.command == "lfp":
+            _lfp(args)
         else:
             args.run(args)
     except (ValueError, RuntimeError) as error:

@@ -115,8 +115,11 @@ def train_dictionary_pair(activations: torch.Tensor, *, hook_name: str, **option
     """
     n = activations.shape[1]
     out_dir = options.pop("out_dir", None)
-    small = train_dictionary(activations, n, hook_name=hook_name, out_dir=out_dir and Path(out_dir) / "n", **options)
-    large = train_dictionary(activations, 2 * n, hook_name=hook_name, out_dir=out_dir and Path(out_dir) / "2n", **options)
+    seed = options.pop("seed", 0)
+    small = train_dictionary(activations, n, hook_name=hook_name, seed=seed, out_dir=out_dir and Path(out_dir) / "n", **options)
+    # A different seed for the large one: with the same seed its first n features would
+    # start where the small dictionary's do, and the overlap would measure the shared init.
+    large = train_dictionary(activations, 2 * n, hook_name=hook_name, seed=seed + 1, out_dir=out_dir and Path(out_dir) / "2n", **options)
     return small, large
 
 

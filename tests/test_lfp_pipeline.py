@@ -1,0 +1,31 @@
+import json
+
+import pytest
+
+from sae_lens_match.lfp.pipeline import Part1Config, run_part1
+
+
+@pytest.mark.slow
+def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
+    cfg = Part1Config(finetune_steps=4, finetune_batch_size=8, learning_rate=1e-4, n_sequences=48, dictionary_examples=4000, top_k=2)
+    summary = run_part1(world_root / "model", tmp_path, cfg)
+    divergence = {int(k): v for k, v in summary["divergence"].items()}
+    assert len(divergence) == 4 and all(v > 0 for v in divergence.values())
+    assert summary["top_layers"] == sorted(divergence, key=divergence.get, reverse=True)[:2]
+    for layer in summary["top_layers"]:
+        info = summary["layers"][str(layer)]
+        shared = info["shared_features"]
+        d_in = info["d_in"]
+        assert len(shared) == d_in
+        assert sorted(f["small_index"] for f in shared) == list(range(d_in))
+        assert all(0 <= f["large_index"] < 2 * d_in for f in shared)
+        cosines = [f["cosine"] for f in shared]
+        assert cosines == sorted(cosines, reverse=True)
+        assert info["mean_max_cosine"] >= info["mean_assigned_cosine"] - 1e-6
+        assert (tmp_path / "dictionaries" / f"layer_{layer}" / "2n" / "cfg.json").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["top_layers"] == summary["top_layers"]
+    # resume: the tuned model and the dictionaries are reused, not retrained
+    stamp = (tmp_path / "tuned_model" / "model.safetensors").stat().st_mtime_ns
+    again = run_part1(world_root / "model", tmp_path, cfg)
+    assert (tmp_path / "tuned_model" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert again["layers"] == summary["layers"]
