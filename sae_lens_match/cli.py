@@ -53,6 +53,20 @@ def run_match(specs: list, args: argparse.Namespace) -> list[dict]:
 
 
 def _demo(args: argparse.Namespace) -> None:
+    """SAE Match across the layers of the embedded world (or a planted synthetic stack)."""
+    if args.synthetic:
+        return _synthetic_demo(args)
+    from sae_lens_match.world import build_world, hook_name, manifest
+
+    root = build_world(seed=args.seed)
+    n_layers = manifest(seed=args.seed)["config"]["n_layers"]
+    specs = [root / "saes" / hook_name(args.hook, layer) for layer in range(n_layers)]
+    print(f"embedded world {root}: {n_layers} JumpReLU SAEs at blocks.L.hook_{args.hook}")
+    run_match(specs, args)
+
+
+def _synthetic_demo(args: argparse.Namespace) -> None:
+    from sae_lens_match.matching import Matching
     from sae_lens_match.synthetic import make_stack
 
     stack = make_stack(n_layers=args.layers, d_in=args.d_in, d_sae=args.d_sae, seed=args.seed)
@@ -63,8 +77,6 @@ def _demo(args: argparse.Namespace) -> None:
         specs.append(path)
     print(f"synthetic stack of {args.layers} JumpReLU SAEs (d_in={args.d_in}, d_sae={args.d_sae}) in {args.out}/saes")
     run_match(specs, args)
-    from sae_lens_match.matching import Matching
-
     for layer in range(args.layers - 1):
         m = Matching.load(args.out / f"pair_{layer:03d}.safetensors")
         print(f"pair {layer}: accuracy on persisting features vs planted truth {stack.accuracy(m, layer):.1%}")
@@ -92,11 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("saes", nargs="+", help="SAE directories (SAE.save_model) or release:sae_id")
     _add_match_options(p)
 
-    p = sub.add_parser("demo", help="run SAE Match end to end on the embedded default")
-    p.add_argument("--layers", type=int, default=6)
-    p.add_argument("--d-in", type=int, default=64)
-    p.add_argument("--d-sae", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("demo", help="run SAE Match end to end on the embedded default (offline)")
+    p.add_argument("--hook", choices=["resid_post", "mlp_out"], default="resid_post", help="which world SAEs to match")
+    p.add_argument("--synthetic", action="store_true", help="use a planted synthetic stack instead, scored against its truth")
+    p.add_argument("--layers", type=int, default=6, help="--synthetic: stack depth")
+    p.add_argument("--d-in", type=int, default=64, help="--synthetic: SAE input width")
+    p.add_argument("--d-sae", type=int, default=512, help="--synthetic: SAE width")
+    p.add_argument("--seed", type=int, default=0, help="world or stack seed")
     _add_match_options(p, out_default=Path("results/demo"))
 
     p = sub.add_parser("lfp", help="Learned Feedback Patterns part 1 on the embedded world (or --model-dir)")

@@ -6,7 +6,7 @@ from sae_lens_match.matching import Matching
 
 def test_demo_writes_results_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--layers", "3", "--d-in", "16", "--d-sae", "64", "--out", str(out)]) == 0
+    assert main(["demo", "--synthetic", "--layers", "3", "--d-in", "16", "--d-sae", "64", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "accuracy on persisting features vs planted truth" in printed
     rows = json.loads((out / "summary.json").read_text())
@@ -29,3 +29,11 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert main(["match", "nope:x", "nope:y", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Unknown SAELens release 'nope'" in err and "Traceback" not in err
+
+
+def test_demo_runs_on_the_embedded_world(world_root, tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert "embedded world" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "summary.json").read_text())
+    assert len(rows) >= 3 and all(r["mean_cost"] < r["random_pair_median_cost"] for r in rows)
+    assert rows[0]["source"].endswith("blocks.0.hook_resid_post")
