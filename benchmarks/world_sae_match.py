@@ -20,11 +20,10 @@ import math
 
 import torch
 
-from sae_lens_match import match
+from sae_lens_match import match, world
 from sae_lens_match.evaluation.coactivation import matching_score
 from sae_lens_match.evaluation.data import TokenSet
 from sae_lens_match.match import parameter_mse
-from sae_lens_match import world
 from sae_lens_match.world.train import pack_rows
 
 
@@ -58,7 +57,7 @@ def main() -> None:
         folded = match(a, b, fold=True)
         vanilla_mse = _mean(parameter_mse(a, b, identity, fold=True))
         matched_mse = _mean(parameter_mse(a, b, unfolded.permutation, fold=True))
-        folded_mse = _mean(folded.cost)
+        folded_mse = _mean(parameter_mse(a, b, folded.permutation, fold=True))
         score = matching_score(data, a, b, folded, seed=args.seed)
         ratio = score["matching_score"] / score["random_matching_score"]
         print(f"{t:>2}->{t + 1:<2} {vanilla_mse:9.5f} {matched_mse:9.5f} {folded_mse:10.5f} "

@@ -1,4 +1,4 @@
-"""Command line: ``sae-lens-match match|demo|compare|evaluate``."""
+"""Command line: ``sae-lens-match match|demo|world|lfp|compare|evaluate``."""
 
 from __future__ import annotations
 
@@ -82,6 +82,15 @@ def _synthetic_demo(args: argparse.Namespace) -> None:
         print(f"pair {layer}: accuracy on persisting features vs planted truth {stack.accuracy(m, layer):.1%}")
 
 
+def _world(args: argparse.Namespace) -> None:
+    from sae_lens_match.world import build_world, world_dir
+
+    if args.action == "path":
+        print(world_dir(seed=args.seed, cache_dir=args.cache_dir))
+    else:
+        print(build_world(seed=args.seed, force=args.force, cache_dir=args.cache_dir))
+
+
 def _lfp(args: argparse.Namespace) -> None:
     from sae_lens_match.lfp.pipeline import Part1Config, run_part1
 
@@ -113,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="world or stack seed")
     _add_match_options(p, out_default=Path("results/demo"))
 
+    p = sub.add_parser("world", help="the embedded default world (built on first use)")
+    p.add_argument("action", choices=["build", "path"], help="build (or rebuild with --force) / print its directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="rebuild even if it is cached")
+    p.add_argument("--cache-dir", type=Path, help="default: $SAE_LENS_MATCH_CACHE or ~/.cache/sae_lens_match")
+
     p = sub.add_parser("lfp", help="Learned Feedback Patterns part 1 on the embedded world (or --model-dir)")
     p.add_argument("--out", type=Path, default=Path("results/lfp"), help="output directory (resumes)")
     p.add_argument("--model-dir", type=Path, help="a Hugging Face checkpoint directory (default: the embedded world's)")
@@ -133,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             _demo(args)
         elif args.command == "lfp":
             _lfp(args)
+        elif args.command == "world":
+            _world(args)
         else:
             args.run(args)
     except (ValueError, RuntimeError) as error:

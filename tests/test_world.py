@@ -17,7 +17,6 @@ from sae_lens_match.world import (
     SAETrainingConfig,
     WorldConfig,
     build_world,
-    corpus,
     is_built,
     load_model,
     load_saes,
@@ -30,8 +29,6 @@ from sae_lens_match.world import (
 from sae_lens_match.world.evaluate import sample_completions
 from sae_lens_match.world.saes import collect_activations, sae_stats
 from sae_lens_match.world.train import pack_rows, train_lm
-
-torch.set_num_threads(1)  # a tiny model: on a shared 2-core box a second thread only waits
 
 EV_BAR = 0.9  # explained variance every world SAE must reach on held-out tokens
 TINY = WorldConfig(
