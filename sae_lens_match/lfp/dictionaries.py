@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import torch
 from sae_lens import SAE, StandardTrainingSAE, StandardTrainingSAEConfig
@@ -17,6 +17,7 @@ from sae_lens.config import SAETrainerConfig
 from sae_lens.saes.sae import SAEMetadata, TrainingSAE
 from sae_lens.training.sae_trainer import SAETrainer
 
+from sae_lens_match.batches import shuffled_minibatches
 from sae_lens_match.lfp.architectures import SqrtTrainingSAE, SqrtTrainingSAEConfig, TiedTrainingSAE, TiedTrainingSAEConfig
 from sae_lens_match.loading import default_device
 from sae_lens_match.permute import select_features
@@ -27,15 +28,6 @@ _TRAINING_CLASSES = {
     "standard": (StandardTrainingSAE, StandardTrainingSAEConfig),
     "sqrt": (SqrtTrainingSAE, SqrtTrainingSAEConfig),
 }
-
-
-def minibatches(activations: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless shuffled minibatches ``[batch_size, d_in]`` of ``activations`` ``[n, d_in]``; a new order each epoch."""
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(len(activations), generator=g)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield activations[order[start : start + batch_size]]
 
 
 def train_dictionary(
@@ -88,7 +80,7 @@ def train_dictionary(
             total_training_samples=n_examples, train_batch_size_samples=batch_size, lr=lr, lr_end=lr, device=device
         ),
         sae=sae,
-        data_provider=(b.to(device) for b in minibatches(activations.float(), batch_size, seed)),
+        data_provider=(b.to(device) for b in shuffled_minibatches(activations.float(), batch_size, seed)),
     )
     trainer.fit()
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,8 @@ from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEC
 from sae_lens.saes.sae import SAEMetadata
 from sae_lens.training.sae_trainer import SAETrainer
 from transformer_lens import HookedTransformer
+
+from sae_lens_match.batches import shuffled_minibatches
 
 HOOK_KINDS = {"resid_post": "blocks.{layer}.hook_resid_post", "mlp_out": "blocks.{layer}.hook_mlp_out"}
 
@@ -78,15 +80,6 @@ def collect_activations(
     return {h: torch.cat(c) for h, c in chunks.items()}
 
 
-def _batches(acts: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    # Shuffled epochs, seeded: the SAE sees every token before any repeats.
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(len(acts), generator=gen)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield acts[order[start : start + batch_size]]
-
-
 def train_sae(
     acts: torch.Tensor,
     hook: str,
@@ -128,7 +121,7 @@ def train_sae(
         n_batches_for_norm_estimate=min(100, cfg.steps),
         logger=LoggingConfig(log_to_wandb=False),
     )
-    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=_batches(acts, cfg.batch_size, seed))
+    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=shuffled_minibatches(acts, cfg.batch_size, seed))
     # SAETrainer draws its own tqdm bar per SAE; the world build shows one bar for all.
     with contextlib.redirect_stderr(io.StringIO()):
         return trainer.fit()
