@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from sae_lens_match.lfp.pipeline import Part1Config, run_part1
 
@@ -29,3 +30,21 @@ def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
     again = run_part1(world_root / "model", tmp_path, cfg)
     assert (tmp_path / "tuned_model" / "model.safetensors").stat().st_mtime_ns == stamp
     assert again["layers"] == summary["layers"]
+
+
+@pytest.mark.slow
+def test_activation_collection_agrees_on_bridge_and_hooked_transformer(world_root, tmp_path):
+    from sae_lens_match import world
+    from sae_lens_match.lfp.activations import collect_activations, load_activations
+
+    tokenizer = world.load_tokenizer()
+    batch = tokenizer(world.review_prefixes(6), return_tensors="pt", padding=True)  # unequal lengths: padding
+    hook = "blocks.1.mlp.hook_post"
+    acts = {}
+    for kind in ("bridge", "hooked"):
+        model = world.load_model(kind=kind)
+        collect_activations(model, batch["input_ids"], [hook], tmp_path / kind, attention_mask=batch["attention_mask"], batch_size=4, progress=False)
+        acts[kind] = load_activations(tmp_path / kind, hook)
+    assert torch.equal(acts["bridge"][1], acts["hooked"][1])
+    assert len(acts["bridge"][1]) == int(batch["attention_mask"].sum()) < batch["input_ids"].numel()
+    torch.testing.assert_close(acts["bridge"][0], acts["hooked"][0], rtol=1e-4, atol=1e-5)
