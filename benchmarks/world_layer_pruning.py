@@ -28,7 +28,7 @@ import torch
 
 from sae_lens_match.eval_cli import world_inputs
 from sae_lens_match.evaluation import TokenSet, compare_matchers, compute_matchings, layer_pruning
-from sae_lens_match.evaluation.tables import format_table, line_plots_html, markdown_table, write_plot, write_rows
+from sae_lens_match.evaluation.tables import format_table, markdown_table, write_line_plots, write_rows
 from sae_lens_match.io import write_text
 
 
@@ -77,9 +77,9 @@ def main() -> None:
 
     write_rows(args.out, "layer_pruning", table)
     write_rows(args.out, "matchers", matcher_rows)
-    write_plot(args.out / "layer_pruning.html", line_plots_html(table, x="pair", series="method", panels=["delta_loss", "explained_variance"], title="World model: hidden-state approximation per layer pair"))
+    write_line_plots(args.out / "layer_pruning.html", table, x="pair", series="method", panels=["delta_loss", "explained_variance"], title="World model: hidden-state approximation per layer pair")
     write_text(args.out / "README_table.md", markdown_table(table, columns, digits=3) + "\n\n" + markdown_table(matcher_rows, score_columns, digits=3) + "\n")
-    print(f"\nwrote {args.out}/layer_pruning.{{json,csv,html}}, matchers.{{json,csv}}, README_table.md in {time.perf_counter() - start:.0f} s")
+    print(f"\nwrote {args.out}/layer_pruning.{{json,csv,html,png}}, matchers.{{json,csv}}, README_table.md in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def run_match(specs: list, args: argparse.Namespace) -> list[dict]:
             f"pair {r['pair']}: {r['source']} -> {r['target']}  mean {r['mean_cost']:.4g}  "
             f"median {r['median_cost']:.4g}  matched {r['fraction_below_threshold']:.1%}"
         )
-    print(f"wrote {args.out}/summary.json, summary.csv, report.html and pair_*.safetensors")
+    print(f"wrote {args.out}/summary.json, summary.csv, report.html, report.png and pair_*.safetensors")
     return rows
 
 
@@ -94,12 +94,13 @@ def _world(args: argparse.Namespace) -> None:
 def _lfp(args: argparse.Namespace) -> None:
     from sae_lens_match.lfp.pipeline import Part1Config, run_part1
 
-    model_dir = args.model_dir
-    if model_dir is None:
+    model = args.model or args.model_dir
+    if model is None:
         from sae_lens_match.world import build_world
 
-        model_dir = build_world() / "model"
-    summary = run_part1(model_dir, args.out, Part1Config(recipe=args.recipe, finetune_steps=args.steps, top_k=args.top_k, seed=args.seed))
+        model = build_world() / "model"
+    cfg = Part1Config(recipe=args.recipe, finetune_steps=args.steps, top_k=args.top_k, seed=args.seed, dictionary_source=args.dictionary_source)
+    summary = run_part1(model, args.out, cfg)
     for layer, d in summary["layers"].items():
         print(f"layer {layer} ({d['hook']}): mean max cosine {d['mean_max_cosine']:.3f}, assigned {d['mean_assigned_cosine']:.3f}")
     print(f"wrote {args.out}/summary.json, divergence.json, divergence.html, dictionaries/")
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("lfp", help="Learned Feedback Patterns part 1 on the embedded world (or --model-dir)")
     p.add_argument("--out", type=Path, default=Path("results/lfp"), help="output directory (resumes)")
     p.add_argument("--model-dir", type=Path, help="a Hugging Face checkpoint directory (default: the embedded world's)")
+    p.add_argument("--model", help="a TransformerLens hub model instead, e.g. pythia-70m-deduped (needs the hub)")
+    p.add_argument("--dictionary-source", choices=["activations", "model"], default="activations", help="train dictionaries on collected activations or on the model directly (SAELens runner)")
     p.add_argument("--recipe", choices=["rl", "dpo", "tr-dpo"], default="rl")
     p.add_argument("--steps", type=int, default=60, help="fine-tuning steps")
     p.add_argument("--top-k", type=int, default=2, help="how many most-changed MLP layers to study")

@@ -27,7 +27,7 @@ from sae_lens_match.evaluation import TokenSet, compare_matchers, compute_matchi
 from sae_lens_match.evaluation.approximation import BASELINES
 from sae_lens_match.evaluation.compare import DEFAULT_MATCHERS
 from sae_lens_match.evaluation.data import pack_texts
-from sae_lens_match.evaluation.tables import format_table, line_plots_html, write_plot, write_rows
+from sae_lens_match.evaluation.tables import format_table, write_line_plots, write_rows
 
 
 @dataclass
@@ -182,8 +182,8 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         print("judgements are the offline context-overlap heuristic, not an LLM's labels")
     write_rows(args.out, "compare", rows)
     panels = [c for c in ("mean_cost", "matching_score", "delta_loss", "explained_variance") if any(c in r for r in rows)]
-    write_plot(args.out / "compare.html", line_plots_html(rows, x="pair", series="method", panels=panels, title="Matchers side by side"))
-    print(f"wrote {args.out}/compare.json, compare.csv, compare.html")
+    write_line_plots(args.out / "compare.html", rows, x="pair", series="method", panels=panels, title="Matchers side by side")
+    print(f"wrote {args.out}/compare.json, compare.csv, compare.html, compare.png")
     return rows
 
 
@@ -210,16 +210,16 @@ def run_evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     inputs = _inputs(args)
     curves = parameter_mse_curves(inputs.saes)
     write_rows(args.out, "parameter_curves", curves)
-    write_plot(args.out / "parameter_curves.html", line_plots_html(curves, x="pair", series="variant", panels=["mean_mse"], facet="term", title="Folded parameter MSE per layer pair (paper Fig. 3)", log_y=["mean_mse"]))
+    write_line_plots(args.out / "parameter_curves.html", curves, x="pair", series="variant", panels=["mean_mse"], facet="term", title="Folded parameter MSE per layer pair (paper Fig. 3)", log_y=["mean_mse"])
     print(format_table([r for r in curves if r["variant"] in ("vanilla", "matched", "folded+matched")], ["pair", "variant", "term", "mean_mse"]))
     if inputs.data is None:
         print("no data given (--world, or --model with --tokens): layer pruning skipped")
-        print(f"wrote {args.out}/parameter_curves.json, .csv, .html")
+        print(f"wrote {args.out}/parameter_curves.json, .csv, .html, .png")
         return curves
     matchings = compute_matchings(inputs.saes, _matcher_names(args.matchers), data=inputs.match_data)
     rows = layer_pruning(inputs.data, inputs.saes, matchings, baselines=BASELINES, fold=not args.no_fold, quantile=args.quantile, error_term=args.error_term)
     write_rows(args.out, "layer_pruning", rows)
-    write_plot(args.out / "layer_pruning.html", line_plots_html(rows, x="pair", series="method", panels=["delta_loss", "explained_variance"], title="Hidden-state approximation per layer pair"))
+    write_line_plots(args.out / "layer_pruning.html", rows, x="pair", series="method", panels=["delta_loss", "explained_variance"], title="Hidden-state approximation per layer pair")
     print(format_table(rows, ["pair", "method", "delta_loss", "explained_variance", "clean_loss"]))
-    print(f"wrote {args.out}/layer_pruning.{{json,csv,html}} and parameter_curves.{{json,csv,html}}")
+    print(f"wrote {args.out}/layer_pruning.{{json,csv,html,png}} and parameter_curves.{{json,csv,html,png}}")
     return rows

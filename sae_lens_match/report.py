@@ -1,4 +1,4 @@
-"""Summaries of layer-to-layer matchings: a JSON/CSV table and an HTML page."""
+"""Summaries of layer-to-layer matchings: a JSON/CSV table, an HTML page and a PNG of its plots."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from sae_lens_match.io import write_json, write_text
 from sae_lens_match.matching import Matching
+from sae_lens_match.plots import COLORS, Line, Panel, gradient, write_png
 
 DEFAULT_RANDOM_RATIO = 0.5
 """Default "unmatched" rule: a pair whose cost is above half the median cost of random
@@ -54,7 +55,7 @@ def summarize(matchings: Sequence[Matching], **threshold: float | None) -> list[
 
 
 def write_summary(out_dir: str | Path, rows: list[dict[str, Any]], matchings: Sequence[Matching]) -> None:
-    """Write ``summary.json``, ``summary.csv`` and ``report.html`` into ``out_dir``."""
+    """Write ``summary.json``, ``summary.csv``, ``report.html`` and ``report.png`` (its plots) into ``out_dir``."""
     out_dir = Path(out_dir)
     write_json(out_dir / "summary.json", rows)
     buffer = _io.StringIO()
@@ -63,6 +64,31 @@ def write_summary(out_dir: str | Path, rows: list[dict[str, Any]], matchings: Se
     writer.writerows(rows)
     write_text(out_dir / "summary.csv", buffer.getvalue())
     write_text(out_dir / "report.html", _html(rows, matchings))
+    _png(out_dir / "report.png", rows, matchings)
+
+
+def _png(path: Path, rows: list[dict[str, Any]], matchings: Sequence[Matching]) -> Path:
+    """The two plots of ``report.html`` as a PNG (matplotlib)."""
+    pairs = [r["pair"] for r in rows]
+    per_pair = Panel(
+        "Cost per layer pair",
+        [Line(key, pairs, [r[key] for r in rows], color=COLORS[k]) for k, key in enumerate(("mean_cost", "median_cost", "random_pair_median_cost"))],
+        xlabel="layer pair",
+        ylabel="MSE of folded parameters",
+        log_y=True,
+    )
+    n = len(matchings)
+    sorted_costs = Panel(
+        "Sorted per-pair cost (paper Fig. 5)",
+        [
+            # many pairs: the legend names the first and the last; the colours run in order
+            Line(f"pair {i}", range(int(m.matched.sum())), m.cost[m.matched].sort().values.tolist(), color=color, markers=False, legend=n <= 10 or i in (0, n - 1))
+            for i, (m, color) in enumerate(zip(matchings, gradient(n)))
+        ],
+        xlabel="feature (sorted by cost)",
+        log_y=True,
+    )
+    return write_png(path, [per_pair, sorted_costs], title="SAE Match report")
 
 
 def _html(rows: list[dict[str, Any]], matchings: Sequence[Matching]) -> str:

@@ -2,6 +2,7 @@ import json
 
 from sae_lens_match.cli import main
 from sae_lens_match.matching import Matching
+from tests.pngs import assert_png
 
 
 def test_demo_writes_results_and_resumes(tmp_path, capsys):
@@ -17,6 +18,7 @@ def test_demo_writes_results_and_resumes(tmp_path, capsys):
         assert r["mean_cost"] < r["random_pair_median_cost"]
     assert (out / "summary.csv").read_text().startswith("pair,")
     assert "<html" in (out / "report.html").read_text()[:200]
+    assert_png(out / "report.png")  # the report's two plots
     pair = Matching.load(out / "pair_000.safetensors")
     assert pair.d_sae_a == 64 and pair.target["index"] == 1
 

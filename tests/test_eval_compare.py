@@ -10,6 +10,7 @@ from sae_lens_match.cli import main  # noqa: E402
 from sae_lens_match.evaluation import TokenSet, compare_matchers, compute_matchings  # noqa: E402
 from sae_lens_match.synthetic import make_stack  # noqa: E402
 from tests.planted_model import BOS, planted, sampled_tokens  # noqa: E402
+from tests.pngs import assert_png  # noqa: E402
 
 
 def test_side_by_side_on_planted_data():
@@ -48,10 +49,13 @@ def test_cli_compare_and_evaluate_without_data(tmp_path, capsys):
     rows = json.loads((out / "compare.json").read_text())
     assert [(r["pair"], r["method"]) for r in rows] == [(0, "sae_match"), (0, "cosine_top1"), (1, "sae_match"), (1, "cosine_top1")]
     assert (out / "compare.csv").exists() and (out / "compare.html").exists()
+    assert_png(out / "compare.png")
     assert main(["evaluate", *specs, "--out", str(tmp_path / "ev")]) == 0
     assert "layer pruning skipped" in capsys.readouterr().out
     curves = json.loads((tmp_path / "ev" / "parameter_curves.json").read_text())
     assert {r["variant"] for r in curves} == {"vanilla", "matched", "folded+matched"}
+    assert (tmp_path / "ev" / "parameter_curves.html").exists()
+    assert_png(tmp_path / "ev" / "parameter_curves.png")  # Fig. 3: one panel per term
     assert main(["compare", *specs, "--model", "x", "--out", str(out)]) == 2
     assert "needs both --model and --tokens" in capsys.readouterr().err
     assert main(["compare", specs[0], "--out", str(out)]) == 2

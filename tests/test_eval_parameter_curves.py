@@ -9,9 +9,10 @@ import torch
 torch.set_num_threads(1)
 
 from sae_lens_match.evaluation import parameter_mse_curves  # noqa: E402
-from sae_lens_match.evaluation.tables import format_table, line_plots_html, markdown_table, write_plot, write_rows  # noqa: E402
+from sae_lens_match.evaluation.tables import format_table, line_plots_html, line_plots_png, markdown_table, write_line_plots, write_plot, write_rows  # noqa: E402
 from sae_lens_match.matchers import run_matcher  # noqa: E402
 from sae_lens_match.synthetic import make_stack  # noqa: E402
+from tests.pngs import assert_png  # noqa: E402
 from tests.saes import random_sae  # noqa: E402
 
 
@@ -57,6 +58,11 @@ def test_tables_and_plots_are_written(tmp_path):
     html = line_plots_html(rows, x="pair", series="method", panels=["delta_loss", "explained_variance"], title="t")
     page = write_plot(tmp_path / "out" / "plot.html", html)
     assert page.read_text().lower().startswith("<!doctype html>") and "plotly" in page.read_text()
+    # the PNG beside it: two panels of 450 px at 100 dpi
+    assert assert_png(line_plots_png(tmp_path / "out" / "plot.png", rows, x="pair", series="method", panels=["delta_loss", "explained_variance"], title="t")) == (900, 450)
+    html_path, png_path = write_line_plots(tmp_path / "out" / "faceted.html", [{**r, "term": t} for r in rows for t in ("W_dec", "W_enc", "b_enc")], x="pair", series="method", panels=["delta_loss"], facet="term", title="t", log_y=["delta_loss"])
+    assert html_path.read_text().lower().startswith("<!doctype html>") and png_path == tmp_path / "out" / "faceted.png"
+    assert assert_png(png_path)[0] == 3 * 450  # one panel per term
     assert not list((tmp_path / "out").glob(".*.tmp"))  # atomic writes leave no temporaries
     with pytest.raises(ValueError, match="No rows"):
         write_rows(tmp_path, "empty", [])

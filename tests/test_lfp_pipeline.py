@@ -48,3 +48,23 @@ def test_activation_collection_agrees_on_bridge_and_hooked_transformer(world_roo
     assert torch.equal(acts["bridge"][1], acts["hooked"][1])
     assert len(acts["bridge"][1]) == int(batch["attention_mask"].sum()) < batch["input_ids"].numel()
     torch.testing.assert_close(acts["bridge"][0], acts["hooked"][0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_part1_trains_dictionaries_on_the_model_directly(world_root, tmp_path):
+    from sae_lens import SAE
+
+    from sae_lens_match.lfp.architectures import TiedSAE
+
+    cfg = Part1Config(recipe="dpo", finetune_steps=2, finetune_batch_size=4, n_sequences=200, dictionary_examples=3000, top_k=1, dictionary_source="model")
+    summary = run_part1(world_root / "model", tmp_path, cfg)
+    (layer,) = summary["top_layers"]
+    info = summary["layers"][str(layer)]
+    assert info["d_in"] == 512 and len(info["shared_features"]) == 512
+    assert not (tmp_path / "activations").exists()
+    directory = tmp_path / "dictionaries" / f"layer_{layer}"
+    small, large = SAE.load_from_disk(directory / "n"), SAE.load_from_disk(directory / "2n")
+    assert isinstance(small, TiedSAE) and (small.cfg.d_sae, large.cfg.d_sae) == (512, 1024)
+    assert small.cfg.metadata.hook_name == f"blocks.{layer}.mlp.hook_post"
+    assert (directory / "n" / "runner_cfg.json").exists()
+    assert run_part1(world_root / "model", tmp_path, cfg)["layers"] == summary["layers"]  # resumes

@@ -7,6 +7,8 @@ from typing import Callable
 
 import torch
 
+from sae_lens_match.assignment.memory import available_bytes, dense_bytes
+
 
 @dataclass(frozen=True)
 class Assignment:
@@ -60,7 +62,8 @@ def assign(a: torch.Tensor, b: torch.Tensor, *, solver: str = "auto", **options)
     Args:
         a: ``[n_a, D]`` points.
         b: ``[n_b, D]`` points.
-        solver: a name in :data:`SOLVERS` (``"dense"``; ``"auto"`` picks one by size).
+        solver: a name in :data:`SOLVERS` (``"dense"``, ``"sparse"``); ``"auto"`` picks one
+            by size and available memory (:func:`pick_solver`).
         options: passed to the solver.
 
     Returns:
@@ -70,7 +73,7 @@ def assign(a: torch.Tensor, b: torch.Tensor, *, solver: str = "auto", **options)
     """
     _check_points(a, b)
     if solver == "auto":
-        solver = _pick_solver(a, b)
+        solver = pick_solver(a.shape[0], b.shape[0])
     if solver not in SOLVERS:
         raise ValueError(f"Unknown assignment solver {solver!r}; registered: {sorted(SOLVERS)}.")
     if a.shape[0] <= b.shape[0]:
@@ -85,14 +88,34 @@ def assign(a: torch.Tensor, b: torch.Tensor, *, solver: str = "auto", **options)
 
 
 def pair_sq_dist(a: torch.Tensor, b: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``[n_a]`` float64 ``||a_i - b_cols[i]||^2`` computed directly (no cancellation), nan where cols is -1."""
+    """``[n_a]`` float64 ``||a_i - b_cols[i]||^2`` computed directly (no cancellation), nan where cols is -1.
+
+    Summed in float64 from the differences, a few hundred rows at a time so that a 1M-row
+    problem does not need its points again in float64.
+    """
     out = torch.full((a.shape[0],), float("nan"), dtype=torch.float64)
     rows = (cols >= 0).nonzero().squeeze(1)
     if len(rows):
-        diff = a[rows.to(a.device)].double() - b[cols[rows].to(b.device)].double()
-        out[rows] = (diff**2).sum(1).cpu()
+        out[rows] = exact_costs(a, b, rows, cols[rows])
     return out
 
 
-def _pick_solver(a: torch.Tensor, b: torch.Tensor) -> str:
-    return "dense"
+def exact_costs(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """``[E]`` float64 (CPU) ``||a_rows - b_cols||^2``, summed in float64 from the differences."""
+    out = torch.empty(len(rows), dtype=torch.float64)
+    for s in range(0, len(rows), batch):
+        diff = a[rows[s : s + batch].to(a.device)].double()
+        diff.sub_(b[cols[s : s + batch].to(b.device)])
+        out[s : s + batch] = torch.linalg.vecdot(diff, diff).cpu()
+    return out
+
+
+def pick_solver(n_a: int, n_b: int) -> str:
+    """The solver ``solver="auto"`` uses for an ``n_a x n_b`` problem: dense whenever its
+    matrix fits in available memory, sparse otherwise.
+
+    The sparse solver is exact too, but on SAE-like data its optimality proof needs many
+    candidate pairs per feature without a counterpart, and it is not reliably faster than
+    dense where dense fits (see ``benchmarks/bench_scale.py``).
+    """
+    return "dense" if dense_bytes(n_a, n_b) <= available_bytes() else "sparse"

@@ -9,6 +9,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from sae_lens_match.assignment.core import Assignment, register_solver
+from sae_lens_match.assignment.memory import check_dense_fits
 
 
 def squared_distances(a: torch.Tensor, b: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
@@ -28,7 +29,12 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor, chunk_size: int = 4096) 
 
 
 def dense_assign(a: torch.Tensor, b: torch.Tensor, *, chunk_size: int = 4096) -> Assignment:
-    """Exact minimum-cost assignment of every row of ``a`` (``n_a <= n_b``) to a row of ``b``."""
+    """Exact minimum-cost assignment of every row of ``a`` (``n_a <= n_b``) to a row of ``b``.
+
+    Raises:
+        DenseTooLargeError: the ``n_a x n_b`` float64 matrix would not fit in available memory.
+    """
+    check_dense_fits(a.shape[0], b.shape[0])
     t0 = time.perf_counter()
     cost = squared_distances(a, b, chunk_size).numpy()
     t1 = time.perf_counter()

@@ -1,7 +1,8 @@
-"""Result tables (JSON, CSV, aligned text) and per-layer-pair plots (offline plotly HTML).
+"""Result tables (JSON, CSV, aligned text) and per-layer-pair plots (offline HTML and PNG).
 
-PNG export would need kaleido, which is not a dependency; the plots are self-contained
-HTML (plotly's JavaScript inlined) next to the JSON/CSV tables.
+Each plot is a self-contained plotly HTML page (plotly's JavaScript inlined) and a PNG with
+the same name, drawn by matplotlib (:mod:`sae_lens_match.plots`): plotly's own PNG export
+needs kaleido and a browser, which are not available offline.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sae_lens_match.io import write_json, write_text
+from sae_lens_match.plots import COLORS, Line, Panel, write_png
 
 
 def write_rows(out_dir: str | Path, name: str, rows: Sequence[dict[str, Any]]) -> list[Path]:
@@ -63,6 +65,29 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, di
     return "\n".join(out)
 
 
+def _line_specs(
+    rows: Sequence[dict[str, Any]], *, x: str, series: str, panels: Sequence[str], facet: str | None
+) -> list[tuple[str, str, list[tuple[Any, list[Any], list[Any]]]]]:
+    """The subplots of a line plot: ``(title, value column, [(series value, xs, ys)])`` each.
+    Every subplot has one line per series value, in order of appearance (the order picks the colour)."""
+    if facet is not None:
+        if len(panels) != 1:
+            raise ValueError("With facet, give exactly one panel column.")
+        facets = list(dict.fromkeys(r[facet] for r in rows))
+        specs = [(f"{panels[0]}: {facet}={f}", panels[0], [r for r in rows if r[facet] == f]) for f in facets]
+    else:
+        specs = [(p, p, list(rows)) for p in panels]
+    names = list(dict.fromkeys(r[series] for r in rows))
+    out = []
+    for title, value, subset in specs:
+        lines = []
+        for name in names:
+            points = sorted((r[x], r[value]) for r in subset if r[series] == name and r.get(value) is not None)
+            lines.append((name, [p[0] for p in points], [p[1] for p in points]))
+        out.append((title, value, lines))
+    return out
+
+
 def line_plots_html(
     rows: Sequence[dict[str, Any]],
     *,
@@ -79,24 +104,14 @@ def line_plots_html(
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    if facet is not None:
-        if len(panels) != 1:
-            raise ValueError("With facet, give exactly one panel column.")
-        facets = list(dict.fromkeys(r[facet] for r in rows))
-        specs = [(f, panels[0], [r for r in rows if r[facet] == f]) for f in facets]
-        titles = [f"{panels[0]}: {facet}={f}" for f in facets]
-    else:
-        specs = [(None, p, list(rows)) for p in panels]
-        titles = list(panels)
-    fig = make_subplots(rows=1, cols=len(specs), subplot_titles=titles)
-    names = list(dict.fromkeys(r[series] for r in rows))
-    for col, (_, value, subset) in enumerate(specs, start=1):
-        for k, name in enumerate(names):
-            points = sorted((r[x], r[value]) for r in subset if r[series] == name and r.get(value) is not None)
+    specs = _line_specs(rows, x=x, series=series, panels=panels, facet=facet)
+    fig = make_subplots(rows=1, cols=len(specs), subplot_titles=[s[0] for s in specs])
+    for col, (_, value, lines) in enumerate(specs, start=1):
+        for k, (name, xs, ys) in enumerate(lines):
             fig.add_trace(
                 go.Scatter(
-                    x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=str(name),
-                    legendgroup=str(name), showlegend=col == 1, line={"color": _COLORS[k % len(_COLORS)]},
+                    x=xs, y=ys, mode="lines+markers", name=str(name),
+                    legendgroup=str(name), showlegend=col == 1, line={"color": COLORS[k % len(COLORS)]},
                 ),
                 row=1, col=col,
             )
@@ -107,10 +122,42 @@ def line_plots_html(
     return fig.to_html(full_html=True, include_plotlyjs=True)
 
 
-_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+def line_plots_png(
+    path: str | Path,
+    rows: Sequence[dict[str, Any]],
+    *,
+    x: str,
+    series: str,
+    panels: Sequence[str],
+    title: str,
+    log_y: Sequence[str] = (),
+    facet: str | None = None,
+) -> Path:
+    """The plot of :func:`line_plots_html` (same arguments) as a PNG (matplotlib), written atomically."""
+    specs = _line_specs(rows, x=x, series=series, panels=panels, facet=facet)
+    drawn = [
+        Panel(
+            title=panel_title,
+            lines=[Line(str(name), xs, ys, color=COLORS[k % len(COLORS)]) for k, (name, xs, ys) in enumerate(lines)],
+            xlabel=x,
+            log_y=value in log_y,
+        )
+        for panel_title, value, lines in specs
+    ]
+    return write_png(path, drawn, title=title)
+
 
 
 def write_plot(path: str | Path, html: str) -> Path:
     """Write a plot page atomically."""
     write_text(path, html)
     return Path(path)
+
+
+def write_line_plots(path: str | Path, rows: Sequence[dict[str, Any]], **plot: Any) -> list[Path]:
+    """Write the line plot of ``rows`` as ``path`` (HTML, :func:`line_plots_html`) and beside it
+    as a PNG with the same stem (:func:`line_plots_png`); ``plot`` are their keyword arguments.
+    Returns ``[html_path, png_path]``."""
+    path = Path(path)
+    html = write_plot(path, line_plots_html(rows, **plot))
+    return [html, line_plots_png(path.with_suffix(".png"), rows, **plot)]

@@ -1,8 +1,11 @@
 """LFP part 1 end to end: fine-tune, rank layers by divergence, collect activations, train
 the n / 2n dictionaries and measure their overlap.
 
-Every step writes its result under ``out_dir`` as soon as it is done and is skipped on a
-rerun when its result is already there, so an interrupted run resumes where it stopped.
+Runs on a local checkpoint (the embedded world's by default) or on a hub model that
+TransformerLens supports (``"pythia-70m-deduped"``, ``"pythia-160m"``, ``"gpt-neo-125M"``,
+...; see :mod:`sae_lens_match.lfp.models`). Every step writes its result under ``out_dir``
+as soon as it is done and is skipped on a rerun when its result is already there, so an
+interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -16,18 +19,28 @@ from sae_lens import SAE
 
 from sae_lens_match.io import write_json
 from sae_lens_match.lfp.activations import collect_activations, load_activations
-from sae_lens_match.lfp.dictionaries import train_dictionary_pair
+from sae_lens_match.lfp.dictionaries import train_dictionary_pair, train_dictionary_pair_on_model
 from sae_lens_match.lfp.divergence import layer_divergence, plot_divergence, top_layers
 from sae_lens_match.lfp.finetune import dpo, sentiment_rl
+from sae_lens_match.lfp.models import ModelSource, hooked_from_hf, load_causal_lm, resolve_model
 from sae_lens_match.lfp.overlap import dictionary_overlap
 from sae_lens_match.lfp.preferences import preference_pairs
 
 Recipe = Literal["rl", "dpo", "tr-dpo"]
+DictionarySource = Literal["activations", "model"]
 
 
 @dataclass
 class Part1Config:
-    """What to run; defaults suit the embedded world on a 2-core CPU in a few minutes."""
+    """What to run; defaults suit the embedded world on a 2-core CPU in a few minutes.
+
+    ``dictionary_source`` picks how the dictionaries are trained: ``"activations"`` (the
+    tuned model's activations are collected to disk first, then SAELens's ``SAETrainer``
+    fits them) or ``"model"`` (SAELens's ``LanguageModelSAETrainingRunner`` streams them
+    from the tuned model over packed corpus rows, BOS left out). Either way
+    ``dictionary_examples`` is the number of training tokens. ``context_size`` caps the
+    tokens per sequence (below the model's ``n_ctx``: 2048 for Pythia).
+    """
 
     recipe: Recipe = "rl"
     finetune_steps: int = 60
@@ -37,24 +50,23 @@ class Part1Config:
     top_k: int = 2
     hook: str = "blocks.{layer}.mlp.hook_post"
     n_sequences: int = 400
+    context_size: int = 128
     dictionary_examples: int = 40_000
     dictionary_architecture: str = "tied"
     sparsity_penalty: str = "l1"
     l1_coefficient: float = 1e-3
     dictionary_lr: float = 1e-3
+    dictionary_source: DictionarySource = "activations"
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
 
-def _finetune(model_dir: Path, out: Path, cfg: Part1Config):
-    from sae_lens_match.world.model import load_hf_model
-    from sae_lens_match.world.tokenizer import load_tokenizer
-
+def _finetune(source: ModelSource, out: Path, cfg: Part1Config):
     tuned_dir = out / "tuned_model"
-    tokenizer = load_tokenizer(model_dir)
     if (tuned_dir / "config.json").exists():
-        return load_hf_model(tuned_dir), tokenizer
-    model = load_hf_model(model_dir).train()
+        return load_causal_lm(tuned_dir)
+    model, tokenizer = load_causal_lm(source)
+    model.train()
     common = dict(output_dir=out / "finetune", steps=cfg.finetune_steps, batch_size=cfg.finetune_batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed, beta=cfg.beta)
     if cfg.recipe == "rl":
         from sae_lens_match.world.corpus import review_prefixes
@@ -71,37 +83,54 @@ def _finetune(model_dir: Path, out: Path, cfg: Part1Config):
     return result.model.eval(), tokenizer
 
 
-def run_part1(model_dir: str | Path, out_dir: str | Path, cfg: Part1Config | None = None) -> dict:
-    """Run LFP part 1 on the Hugging Face checkpoint in ``model_dir`` (e.g. the embedded world's).
+def run_part1(model: str | Path, out_dir: str | Path, cfg: Part1Config | None = None) -> dict:
+    """Run LFP part 1 on ``model``: a Hugging Face checkpoint directory (e.g. the embedded
+    world's ``world_root / "model"``) or a TransformerLens hub model name (e.g.
+    ``"pythia-70m-deduped"``, ``"gpt-neo-125M"``).
 
     Writes ``out_dir/{tuned_model/, finetune_log.json, divergence.json, divergence.html,
-    activations/, dictionaries/layer_L/{n,2n}/, overlap.json, summary.json}``.
+    activations/, dictionaries/layer_L/{n,2n}/, overlap.json, summary.json}``
+    (``activations/`` only with ``dictionary_source="activations"``).
 
     Returns:
         The summary: chosen layers, their divergence, and per layer the overlap figures with
         the ranked shared features as indices into *each* dictionary.
+
+    Raises:
+        HubUnavailableError: a hub model that cannot be downloaded (e.g. offline).
+        ValueError: an unknown model name (with close names) or a bad config value.
     """
-    from sae_lens_match.world.model import load_hf_model, load_hooked_model
-
     cfg = cfg or Part1Config()
-    model_dir, out = Path(model_dir), Path(out_dir)
-    tuned, tokenizer = _finetune(model_dir, out, cfg)
+    if cfg.dictionary_source not in ("activations", "model"):
+        raise ValueError(f"dictionary_source must be 'activations' or 'model', got {cfg.dictionary_source!r}.")
+    source, out = resolve_model(model), Path(out_dir)
+    tuned, tokenizer = _finetune(source, out, cfg)
 
-    divergence = layer_divergence(load_hf_model(model_dir), tuned, part="mlp")
+    base, _ = load_causal_lm(source)
+    divergence = layer_divergence(base, tuned, part="mlp")
+    del base
     layers = top_layers(divergence, cfg.top_k)
     write_json(out / "divergence.json", {"mlp_divergence": divergence, "top_layers": layers})
     plot_divergence(divergence, out / "divergence.html", k=cfg.top_k)
 
     # Activations of the *tuned* model (the reference code read the base model's).
-    hooked = load_hooked_model(model_dir, hf_model=tuned.float(), tokenizer=tokenizer)
+    hooked = hooked_from_hf(source, tuned.float(), tokenizer)
     hooks = [cfg.hook.format(layer=layer) for layer in layers]
-    tokens = _corpus_tokens(tokenizer, hooked.cfg.n_ctx, cfg.n_sequences, cfg.seed)
-    collect_activations(hooked, tokens["input_ids"], hooks, out / "activations", attention_mask=tokens["attention_mask"])
+    context = min(hooked.cfg.n_ctx, cfg.context_size)
+    dataset = None
+    if cfg.dictionary_source == "activations":
+        tokens = _corpus_tokens(tokenizer, context, cfg.n_sequences, cfg.seed)
+        collect_activations(hooked, tokens["input_ids"], hooks, out / "activations", attention_mask=tokens["attention_mask"])
+    else:
+        dataset = _token_dataset(tokenizer, context, cfg.n_sequences, cfg.seed)
 
-    summary = {"config": asdict(cfg), "top_layers": layers, "divergence": {str(k): v for k, v in divergence.items()}, "layers": {}}
+    summary = {"config": asdict(cfg), "model": source.requested, "top_layers": layers, "divergence": {str(k): v for k, v in divergence.items()}, "layers": {}}
     for layer, hook in zip(layers, hooks):
-        acts, _ = load_activations(out / "activations", hook)
-        small, large = _dictionaries(acts, hook, out / "dictionaries" / f"layer_{layer}", cfg)
+        directory = out / "dictionaries" / f"layer_{layer}"
+        if dataset is None:
+            small, large = _dictionaries(lambda **kw: train_dictionary_pair(load_activations(out / "activations", hook)[0], **kw), hook, directory, cfg)
+        else:
+            small, large = _dictionaries(lambda **kw: train_dictionary_pair_on_model(hooked, dataset, **kw), hook, directory, cfg)
         overlap = dictionary_overlap(small, large)
         summary["layers"][str(layer)] = {
             "hook": hook,
@@ -117,20 +146,20 @@ def run_part1(model_dir: str | Path, out_dir: str | Path, cfg: Part1Config | Non
     return summary
 
 
-def _dictionaries(acts: torch.Tensor, hook: str, directory: Path, cfg: Part1Config) -> tuple[SAE, SAE]:
+def _dictionaries(train_pair, hook: str, directory: Path, cfg: Part1Config) -> tuple[SAE, SAE]:
     if (directory / "n" / "cfg.json").exists() and (directory / "2n" / "cfg.json").exists():
         return SAE.load_from_disk(directory / "n"), SAE.load_from_disk(directory / "2n")
-    return train_dictionary_pair(
-        acts,
+    options = dict(
         hook_name=hook,
         architecture=cfg.dictionary_architecture,
         sparsity_penalty=cfg.sparsity_penalty,
         l1_coefficient=cfg.l1_coefficient,
         lr=cfg.dictionary_lr,
-        n_examples=cfg.dictionary_examples,
         seed=cfg.seed,
         out_dir=directory,
     )
+    options["n_examples" if cfg.dictionary_source == "activations" else "n_tokens"] = cfg.dictionary_examples
+    return train_pair(**options)
 
 
 def _corpus_tokens(tokenizer, n_ctx: int, n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -138,3 +167,25 @@ def _corpus_tokens(tokenizer, n_ctx: int, n: int, seed: int) -> dict[str, torch.
 
     texts = corpus("train", n=n, seed=seed)
     return tokenizer(texts, return_tensors="pt", padding="max_length", truncation=True, max_length=n_ctx)
+
+
+def _token_dataset(tokenizer, context_size: int, n: int, seed: int):
+    """Corpus texts packed into rows ``[context_size]`` that each begin with BOS (EOS if the
+    tokenizer has none), texts separated by it: the world's ``pack_rows`` layout, for any
+    tokenizer. Returns a ``datasets.Dataset`` with a ``tokens`` column."""
+    import datasets
+
+    from sae_lens_match.world.corpus import corpus
+
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if bos is None:
+        raise ValueError("The tokenizer has neither a BOS nor an EOS token to start rows with.")
+    ids = tokenizer(corpus("train", n=n, seed=seed), add_special_tokens=False)["input_ids"]
+    stream = torch.tensor([t for text in ids for t in [bos, *text]], dtype=torch.long)
+    width = context_size - 1
+    n_rows = len(stream) // width
+    if n_rows == 0:
+        raise ValueError(f"{n} corpus texts give fewer than {width} tokens; raise n_sequences.")
+    body = stream[: n_rows * width].view(n_rows, width)
+    rows = torch.cat([torch.full((n_rows, 1), bos, dtype=torch.long), body], dim=1)
+    return datasets.Dataset.from_dict({"tokens": rows.tolist()})

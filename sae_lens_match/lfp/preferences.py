@@ -15,7 +15,7 @@ from typing import Literal
 from datasets import Dataset
 
 from sae_lens_match.world.corpus import fill_slots, review_prefixes
-from sae_lens_match.world.hub import hub_call
+from sae_lens_match.hub import hub_call
 from sae_lens_match.world.templates import OPINION_TEMPLATES
 
 HUB_DATASETS = {"hh": "Anthropic/hh-rlhf", "toxic": "unalignment/toxic-dpo-v0.2"}

@@ -1,0 +1,262 @@
+"""Exact assignment on a sparse edge set, and LP duals that certify it.
+
+The primal comes from scipy's LAPJVsp (``min_weight_full_bipartite_matching``). It returns no
+duals, so they are rebuilt from the residual graph by label-correcting shortest paths: an
+optimal matching has no negative alternating cycle (and, when ``n_a < n_b``, no negative
+alternating path to a free column), which is exactly what makes these potentials finite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
+
+
+class NoFullMatching(Exception):
+    """No matching of the edge set covers every row.
+
+    Attributes:
+        rows: ``[k]`` int64, a set of rows whose neighbours are too few (a Hall violator):
+            they need edges to new columns.
+    """
+
+    def __init__(self, rows: torch.Tensor):
+        super().__init__(f"{len(rows)} rows cannot all be matched within the candidate edges")
+        self.rows = rows
+
+
+@dataclass(frozen=True)
+class Edges:
+    """A bipartite edge set between ``n_a`` rows and ``n_b`` columns.
+
+    Pairs are unique and sorted row-major. ``cost`` is either a pair's exact cost or a
+    rigorous lower bound on it (``exact`` says which): optimising over lower bounds and
+    finishing on exact edges only is still exact, since no cheaper solution can hide
+    behind an underestimate.
+
+    Attributes:
+        rows, cols: ``[E]`` int64.
+        cost: ``[E]`` float64.
+        exact: ``[E]`` bool.
+    """
+
+    n_a: int
+    n_b: int
+    rows: torch.Tensor
+    cols: torch.Tensor
+    cost: torch.Tensor
+    exact: torch.Tensor
+
+    @staticmethod
+    def build(n_a: int, n_b: int, rows: torch.Tensor, cols: torch.Tensor, cost: torch.Tensor, exact: torch.Tensor) -> "Edges":
+        """Sort and deduplicate; of duplicates keep an exact value, else the largest bound."""
+        key = rows * n_b + cols
+        # Exact entries sort after bounds, larger bounds after smaller: the last of a run wins.
+        order = torch.from_numpy(np.lexsort((cost.numpy(), exact.numpy(), key.numpy())))
+        key = key[order]
+        last = torch.ones(len(key), dtype=torch.bool)
+        last[:-1] = key[1:] != key[:-1]
+        keep = order[last]
+        return Edges(n_a, n_b, rows[keep], cols[keep], cost[keep], exact[keep])
+
+    def add(self, rows: torch.Tensor, cols: torch.Tensor, cost: torch.Tensor, exact: torch.Tensor) -> "Edges":
+        return Edges.build(
+            self.n_a, self.n_b,
+            torch.cat([self.rows, rows]), torch.cat([self.cols, cols]),
+            torch.cat([self.cost, cost]), torch.cat([self.exact, exact]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def find(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Position of each pair among the edges, ``-1`` where absent."""
+        key = self.rows * self.n_b + self.cols
+        want = rows * self.n_b + cols
+        pos = torch.searchsorted(key, want).clamp_max(max(len(key) - 1, 0))
+        hit = key[pos] == want if len(key) else torch.zeros_like(want, dtype=torch.bool)
+        return torch.where(hit, pos, torch.full_like(pos, -1))
+
+    def grid(self) -> tuple[torch.Tensor, float, float]:
+        """Costs as integer steps on a grid: ``(steps [E], lo, delta)``, ``cost ~ lo + steps * delta``.
+
+        scipy's LAPJVsp can take minutes where float rounding makes almost-equal path lengths
+        compare unequal; on the grid every path length it forms is an exact float64 integer
+        (the step leaves ``n_a x`` headroom below 2^52). Rounding moves each cost by at most
+        ``delta / 2``, so an optimum on the grid is within ``n_a delta`` of the true one.
+        """
+        lo = float(self.cost.min()) if len(self.cost) else 0.0
+        span = float(self.cost.max()) - lo if len(self.cost) else 0.0
+        delta = max(span, 1e-300) * (self.n_a + 2) / 2.0**52
+        return torch.round((self.cost - lo) / delta), lo, delta
+
+    def on_grid(self) -> tuple["Edges", float]:
+        """The same edges with costs rounded to the grid of :meth:`grid`: ``(edges, delta)``."""
+        steps, lo, delta = self.grid()
+        return Edges(self.n_a, self.n_b, self.rows, self.cols, lo + steps * delta, self.exact), delta
+
+    def csr(self) -> csr_matrix:
+        """Grid steps plus one as weights (LAPJVsp may read stored zeros as missing edges; a
+        constant shift changes every full matching's total by the same amount)."""
+        steps, _, _ = self.grid()
+        return csr_matrix(((steps + 1).numpy(), self.cols.numpy(), self._indptr().numpy()), shape=(self.n_a, self.n_b))
+
+    def csr_torch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(indptr [n_a + 1], cols [E], cost [E])``."""
+        return self._indptr(), self.cols, self.cost
+
+    def transpose(self) -> "Edges":
+        order = torch.argsort(self.cols * self.n_a + self.rows)
+        return Edges(self.n_b, self.n_a, self.cols[order], self.rows[order], self.cost[order], self.exact[order])
+
+    def _indptr(self) -> torch.Tensor:
+        indptr = torch.zeros(self.n_a + 1, dtype=torch.long)
+        indptr[1:] = torch.cumsum(torch.bincount(self.rows, minlength=self.n_a), 0)
+        return indptr
+
+
+def solve(edges: Edges) -> torch.Tensor:
+    """Minimum-cost matching that covers every row (``n_a <= n_b``).
+
+    Returns:
+        ``[n_a]`` int64, the column of each row.
+
+    Raises:
+        NoFullMatching: the edges admit no such matching.
+    """
+    graph = edges.csr()
+    try:
+        r, c = min_weight_full_bipartite_matching(graph)
+    except ValueError:
+        raise NoFullMatching(_hall_violators(graph)) from None
+    cols = np.empty(edges.n_a, dtype=np.int64)
+    cols[r] = c
+    return torch.from_numpy(cols)
+
+
+def _hall_violators(graph: csr_matrix) -> torch.Tensor:
+    """Rows reachable by alternating paths from rows a maximum matching leaves out.
+
+    Their neighbourhood is smaller than themselves (König), so only new edges out of this
+    set can make a full matching possible.
+    """
+    match = torch.from_numpy(maximum_bipartite_matching(graph, perm_type="column").astype(np.int64))
+    n_a, n_b = graph.shape
+    row_of_col = torch.full((n_b,), -1, dtype=torch.long)
+    matched = (match >= 0).nonzero().squeeze(1)
+    row_of_col[match[matched]] = matched
+    indptr, indices = torch.from_numpy(graph.indptr).long(), torch.from_numpy(graph.indices).long()
+    seen_rows = match < 0
+    seen_cols = torch.zeros(n_b, dtype=torch.bool)
+    frontier = seen_rows.nonzero().squeeze(1)
+    while len(frontier):
+        _, nbr = _out_edges(indptr, indices, frontier)
+        cols = nbr[~seen_cols[nbr]].unique()
+        seen_cols[cols] = True
+        nxt = row_of_col[cols]
+        nxt = nxt[(nxt >= 0) & ~seen_rows[nxt.clamp_min(0)]]
+        seen_rows[nxt] = True
+        frontier = nxt
+    return seen_rows.nonzero().squeeze(1)
+
+
+def _out_edges(indptr: torch.Tensor, indices: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions and heads of the CSR edges leaving ``nodes``."""
+    start, count = indptr[nodes], indptr[nodes + 1] - indptr[nodes]
+    pos = torch.repeat_interleave(start - torch.cumsum(count, 0) + count, count) + torch.arange(int(count.sum()))
+    return pos, indices[pos]
+
+
+class NotOptimal(RuntimeError):
+    """The matching given to :func:`duals` is not optimal on its edge set."""
+
+
+def _max_potentials(
+    indptr: torch.Tensor,
+    heads: torch.Tensor,
+    cost: torch.Tensor,
+    left_match: torch.Tensor,
+    match_cost: torch.Tensor,
+    start: torch.Tensor,
+    tol: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest right potentials ``q <= start`` with ``p_l + q_r <= c_lr`` on every edge.
+
+    A matched left node ``l`` has ``p_l = match_cost_l - q[left_match_l]`` (tight on its
+    matched edge); an unmatched one has ``p_l = 0``. Label-correcting (Bellman-Ford) over
+    the left nodes whose potential changed.
+
+    Args:
+        indptr, heads, cost: CSR of the edges from left to right nodes.
+        left_match: ``[n_left]`` right node matched to each left node, ``-1`` if none.
+        match_cost: ``[n_left]`` cost of that matched edge (ignored where unmatched).
+        start: ``[n_right]`` upper bounds on ``q``.
+
+    Returns:
+        ``(p, q)``.
+
+    Raises:
+        NotOptimal: a right node without a left partner had to go below its start value,
+            or potentials keep falling (a negative alternating cycle).
+    """
+    n_left = len(left_match)
+    matched = left_match >= 0
+    right_to_left = torch.full((len(start),), -1, dtype=torch.long)
+    right_to_left[left_match[matched]] = matched.nonzero().squeeze(1)
+    q = start.clone()
+    p = torch.where(matched, match_cost - q[left_match.clamp_min(0)], torch.zeros_like(match_cost))
+    frontier = torch.arange(n_left)
+    for _ in range(n_left + 2):
+        if not len(frontier):
+            return p, q
+        pos, nbr = _out_edges(indptr, heads, frontier)
+        offer = cost[pos] - p[torch.repeat_interleave(frontier, indptr[frontier + 1] - indptr[frontier])]
+        lowered = q.clone().scatter_reduce_(0, nbr, offer, "amin")
+        changed = (lowered < q - tol).nonzero().squeeze(1)
+        q[changed] = lowered[changed]
+        owner = right_to_left[changed]
+        if (owner < 0).any():
+            raise NotOptimal("a cheaper alternating path ends at an unmatched column")
+        p[owner] = match_cost[owner] - q[left_match[owner]]
+        frontier = owner
+    raise NotOptimal("negative alternating cycle")
+
+
+def duals(edges: Edges, match: torch.Tensor, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dual potentials certifying that ``match`` is optimal on ``edges``.
+
+    Returns ``(u [n_a], v [n_b])`` float64 with ``u_i + v_j <= c_ij + tol`` on every edge,
+    equality on matched edges, and, when ``n_a < n_b``, ``v <= 0`` with ``v = 0`` on free
+    columns (the LP dual of "every row matched, every column at most once").
+
+    The dual optimum is a polytope; certificates for edges outside the set are easiest
+    from a point inside it, so this is the mean of two vertices: the largest ``v`` and the
+    largest ``u`` (the latter capped by one spare unit of cost when columns are free, since
+    rows can then only be tied down through free columns).
+    """
+    n_a, n_b = edges.n_a, edges.n_b
+    match_cost = _matched_costs(edges, match)
+    by_row = edges.csr_torch()
+    u_a, v_a = _max_potentials(*by_row, match, match_cost, torch.zeros(n_b, dtype=torch.float64), tol)
+    col_match = torch.full((n_b,), -1, dtype=torch.long)
+    col_match[match] = torch.arange(n_a)
+    col_cost = torch.zeros(n_b, dtype=torch.float64)
+    col_cost[match] = match_cost
+    if n_a == n_b:
+        cap = torch.zeros(n_a, dtype=torch.float64)
+    else:
+        cap = u_a + float(match_cost.max()) + 1.0
+    v_b, u_b = _max_potentials(*edges.transpose().csr_torch(), col_match, col_cost, cap, tol)
+    return (u_a + u_b) / 2, (v_a + v_b) / 2
+
+
+def _matched_costs(edges: Edges, match: torch.Tensor) -> torch.Tensor:
+    """``[n_a]`` cost of each row's matched edge."""
+    pos = edges.find(torch.arange(edges.n_a), match)
+    if (pos < 0).any():
+        raise ValueError("the matching uses a pair that is not an edge")
+    return edges.cost[pos]
