@@ -31,17 +31,11 @@ class NoFullMatching(Exception):
 
 @dataclass(frozen=True)
 class Edges:
-    """A bipartite edge set between ``n_a`` rows and ``n_b`` columns.
-
-    Pairs are unique and sorted row-major. ``cost`` is either a pair's exact cost or a
-    rigorous lower bound on it (``exact`` says which): optimising over lower bounds and
-    finishing on exact edges only is still exact, since no cheaper solution can hide
-    behind an underestimate.
+    """A bipartite edge set between ``n_a`` rows and ``n_b`` columns, with exact costs.
 
     Attributes:
-        rows, cols: ``[E]`` int64.
+        rows, cols: ``[E]`` int64, unique pairs sorted row-major.
         cost: ``[E]`` float64.
-        exact: ``[E]`` bool.
     """
 
     n_a: int
@@ -49,25 +43,16 @@ class Edges:
     rows: torch.Tensor
     cols: torch.Tensor
     cost: torch.Tensor
-    exact: torch.Tensor
 
     @staticmethod
-    def build(n_a: int, n_b: int, rows: torch.Tensor, cols: torch.Tensor, cost: torch.Tensor, exact: torch.Tensor) -> "Edges":
-        """Sort and deduplicate; of duplicates keep an exact value, else the largest bound."""
-        key = rows * n_b + cols
-        # Exact entries sort after bounds, larger bounds after smaller: the last of a run wins.
-        order = torch.from_numpy(np.lexsort((cost.numpy(), exact.numpy(), key.numpy())))
-        key = key[order]
-        last = torch.ones(len(key), dtype=torch.bool)
-        last[:-1] = key[1:] != key[:-1]
-        keep = order[last]
-        return Edges(n_a, n_b, rows[keep], cols[keep], cost[keep], exact[keep])
+    def build(n_a: int, n_b: int, rows: torch.Tensor, cols: torch.Tensor, cost: torch.Tensor) -> "Edges":
+        """Sort row-major and drop repeated pairs."""
+        key, first = _unique_first(rows * n_b + cols)
+        return Edges(n_a, n_b, key // n_b, key % n_b, cost[first])
 
-    def add(self, rows: torch.Tensor, cols: torch.Tensor, cost: torch.Tensor, exact: torch.Tensor) -> "Edges":
+    def add(self, rows: torch.Tensor, cols: torch.Tensor, cost: torch.Tensor) -> "Edges":
         return Edges.build(
-            self.n_a, self.n_b,
-            torch.cat([self.rows, rows]), torch.cat([self.cols, cols]),
-            torch.cat([self.cost, cost]), torch.cat([self.exact, exact]),
+            self.n_a, self.n_b, torch.cat([self.rows, rows]), torch.cat([self.cols, cols]), torch.cat([self.cost, cost])
         )
 
     def __len__(self) -> int:
@@ -97,7 +82,7 @@ class Edges:
     def on_grid(self) -> tuple["Edges", float]:
         """The same edges with costs rounded to the grid of :meth:`grid`: ``(edges, delta)``."""
         steps, lo, delta = self.grid()
-        return Edges(self.n_a, self.n_b, self.rows, self.cols, lo + steps * delta, self.exact), delta
+        return Edges(self.n_a, self.n_b, self.rows, self.cols, lo + steps * delta), delta
 
     def csr(self) -> csr_matrix:
         """Grid steps plus one as weights (LAPJVsp may read stored zeros as missing edges; a
@@ -111,12 +96,21 @@ class Edges:
 
     def transpose(self) -> "Edges":
         order = torch.argsort(self.cols * self.n_a + self.rows)
-        return Edges(self.n_b, self.n_a, self.cols[order], self.rows[order], self.cost[order], self.exact[order])
+        return Edges(self.n_b, self.n_a, self.cols[order], self.rows[order], self.cost[order])
 
     def _indptr(self) -> torch.Tensor:
         indptr = torch.zeros(self.n_a + 1, dtype=torch.long)
         indptr[1:] = torch.cumsum(torch.bincount(self.rows, minlength=self.n_a), 0)
         return indptr
+
+
+def _unique_first(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted unique values of ``key`` and the position of each one's first occurrence."""
+    order = torch.argsort(key, stable=True)
+    sorted_key = key[order]
+    first = torch.ones(len(key), dtype=torch.bool)
+    first[1:] = sorted_key[1:] != sorted_key[:-1]
+    return sorted_key[first], order[first]
 
 
 def solve(edges: Edges) -> torch.Tensor:

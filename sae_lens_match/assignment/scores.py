@@ -41,28 +41,6 @@ class ErrorBound:
     q2: torch.Tensor
     beta: torch.Tensor
 
-    def pairs(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        return self.p1[i] * self.q1[j] + self.p2[i] * self.q2[j] + self.alpha[i] + self.beta[j]
-
-    def block(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        return (
-            self.p1[i, None] * self.q1[None, j] + self.p2[i, None] * self.q2[None, j]
-            + self.alpha[i, None] + self.beta[None, j]
-        )
-
-    def row_max(self, i: torch.Tensor, j: torch.Tensor | None = None) -> torch.Tensor:
-        """Upper bound on ``max_j e_ij`` for each row in ``i`` (over ``j``, default all columns)."""
-        q1, q2, beta = (self.q1, self.q2, self.beta) if j is None else (self.q1[j], self.q2[j], self.beta[j])
-        return self.p1[i] * _max(q1) + self.p2[i] * _max(q2) + self.alpha[i] + _max(beta)
-
-    def col_max(self, j: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        """Upper bound on ``max_{i in i} e_ij`` for each column in ``j``."""
-        return _max(self.p1[i]) * self.q1[j] + _max(self.p2[i]) * self.q2[j] + _max(self.alpha[i]) + self.beta[j]
-
-
-def _max(t: torch.Tensor) -> torch.Tensor:
-    return t.max() if len(t) else torch.zeros((), dtype=t.dtype)
-
 
 def _quantize(x: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows of ``x`` to int8, zero-padded to ``width`` columns.

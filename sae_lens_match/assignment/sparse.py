@@ -110,7 +110,7 @@ def sparse_assign(
             break
         if stats["rounds"] >= max_rounds:
             break
-        edges = edges.add(rows[keep], cols[keep], exact_costs(a, b, rows[keep], cols[keep]), torch.ones(int(keep.sum()), dtype=torch.bool))
+        edges = edges.add(rows[keep], cols[keep], exact_costs(a, b, rows[keep], cols[keep]))
         tick("scores")
     sq_dist = edges.cost[edges.find(torch.arange(n_a), match)]
     # Weak duality: lowering each u_i by its worst violation makes (u, v) feasible everywhere.
@@ -214,7 +214,7 @@ def _exact_edges(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: tor
     """The pairs as graph edges with their exact costs (duplicates removed)."""
     key = torch.unique(rows * b.shape[0] + cols)
     rows, cols = key // b.shape[0], key % b.shape[0]
-    return lap.Edges(a.shape[0], b.shape[0], rows, cols, exact_costs(a, b, rows, cols), torch.ones(len(rows), dtype=torch.bool))
+    return lap.Edges(a.shape[0], b.shape[0], rows, cols, exact_costs(a, b, rows, cols))
 
 
 def _complete(edges: lap.Edges, a: torch.Tensor, b: torch.Tensor) -> tuple[lap.Edges, int]:
@@ -228,7 +228,7 @@ def _complete(edges: lap.Edges, a: torch.Tensor, b: torch.Tensor) -> tuple[lap.E
     used[match[match >= 0]] = True
     free_cols = (~used).nonzero().squeeze(1)[: len(free_rows)]
     exact = exact_costs(a, b, free_rows, free_cols)
-    return edges.add(free_rows, free_cols, exact, torch.ones(len(free_rows), dtype=torch.bool)), len(free_rows)
+    return edges.add(free_rows, free_cols, exact), len(free_rows)
 
 
 register_solver("sparse", sparse_assign)
