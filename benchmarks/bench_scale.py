@@ -116,7 +116,7 @@ def report(d_sae: int, results: dict[str, dict]) -> list[str]:
         differ = sparse["cols"] != dense["cols"]
         swap_cost = float(sparse["sq_dist"][differ].sum() - dense["sq_dist"][differ].sum())
         speedup = dense["wall_s"] / sparse["wall_s"]
-        print(f"  sparse vs dense: {speedup:.1f}x faster | relative cost difference {rel:.2e} | "
+        print(f"  sparse vs dense: speed-up {speedup:.2f}x | relative cost difference {rel:.2e} | "
               f"{int(differ.sum())} features assigned differently, costing {swap_cost:+.3g} in total (ties)")
         if speedup < TARGET_SPEEDUP:
             missed.append(f"speedup at {d_sae}: {speedup:.1f}x < {TARGET_SPEEDUP}x")
