@@ -103,7 +103,7 @@ def _lfp(args: argparse.Namespace) -> None:
     summary = run_part1(model, args.out, cfg)
     for layer, d in summary["layers"].items():
         print(f"layer {layer} ({d['hook']}): mean max cosine {d['mean_max_cosine']:.3f}, assigned {d['mean_assigned_cosine']:.3f}")
-    print(f"wrote {args.out}/summary.json, divergence.json, divergence.html, dictionaries/")
+    print(f"wrote {args.out}/summary.json, divergence.json, divergence.html, divergence.png, dictionaries/")
 
 
 def main(argv: list[str] | None = None) -> int:

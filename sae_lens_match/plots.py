@@ -21,14 +21,16 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 
 @dataclass
 class Line:
-    """One line of a panel. ``legend=False`` keeps it out of the legend."""
+    """One series of a panel, drawn as a line or (``bars=True``) as bars, which may take
+    one colour per bar. ``legend=False`` keeps it out of the legend."""
 
     name: str
     x: Sequence[Any]
     y: Sequence[Any]
-    color: str | None = None
+    color: str | Sequence[str] | None = None
     markers: bool = True
     legend: bool = True
+    bars: bool = False
 
 
 @dataclass
@@ -58,7 +60,10 @@ def write_png(path: str | Path, panels: Sequence[Panel], *, title: str, dpi: int
     for ax, panel in zip(axes, panels):
         for line in panel.lines:
             label = line.name if line.legend else "_nolegend_"
-            (artist,) = ax.plot(list(line.x), list(line.y), marker="o" if line.markers else None, markersize=4, color=line.color, label=label)
+            if line.bars:
+                artist = ax.bar([str(v) for v in line.x], list(line.y), color=line.color, label=label)
+            else:
+                (artist,) = ax.plot(list(line.x), list(line.y), marker="o" if line.markers else None, markersize=4, color=line.color, label=label)
             if line.legend:
                 handles.setdefault(line.name, artist)
         ax.set_title(panel.title, fontsize="medium")

@@ -4,6 +4,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_lens_match.lfp.activations import collect_activations, load_activations
 from sae_lens_match.lfp.divergence import layer_divergence, plot_divergence, top_layers
+from tests.pngs import assert_png
 
 
 def tiny_model(seed=0):
@@ -24,6 +25,7 @@ def test_divergence_recovers_the_perturbed_layers(tmp_path):
     assert top_layers(layer_divergence(base, tuned, part="block"), 1) == [2]
     plot_divergence(mlp, tmp_path / "div.html", k=2)
     assert "plotly" in (tmp_path / "div.html").read_text()[:5000].lower()
+    assert_png(tmp_path / "div.png")
 
 
 def test_divergence_refuses_quantised_weights():

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from sae_lens_match.io import write_text
+from sae_lens_match.plots import Line, Panel, write_png
 
 # Layer index in Hugging Face (layers.N, h.N, layer.N) and TransformerLens (blocks.N) names.
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
@@ -58,11 +59,17 @@ def top_layers(divergence: dict[int, float], k: int = 5) -> list[int]:
 
 
 def plot_divergence(divergence: dict[int, float], path: str | Path, *, k: int = 5) -> None:
-    """A bar chart of the divergence per layer (top ``k`` highlighted), as a self-contained HTML page."""
+    """A bar chart of the divergence per layer (top ``k`` highlighted), as a self-contained
+    HTML page at ``path`` and a PNG beside it with the same stem."""
     import plotly.graph_objects as go
 
     top = set(top_layers(divergence, k))
     layers = list(divergence)
-    fig = go.Figure(go.Bar(x=layers, y=[divergence[l] for l in layers], marker_color=["crimson" if l in top else "steelblue" for l in layers]))
-    fig.update_layout(title=f"Parameter divergence per layer (top {k} in red)", xaxis_title="layer", yaxis_title="L2 divergence")
+    values = [divergence[l] for l in layers]
+    colors = ["crimson" if l in top else "steelblue" for l in layers]
+    title = f"Parameter divergence per layer (top {k} in red)"
+    fig = go.Figure(go.Bar(x=layers, y=values, marker_color=colors))
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="L2 divergence")
     write_text(path, fig.to_html(include_plotlyjs=True))
+    bars = Line("divergence", layers, values, color=colors, bars=True, legend=False)
+    write_png(Path(path).with_suffix(".png"), [Panel("", [bars], xlabel="layer", ylabel="L2 divergence")], title=title)

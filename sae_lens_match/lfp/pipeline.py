@@ -88,7 +88,7 @@ def run_part1(model: str | Path, out_dir: str | Path, cfg: Part1Config | None = 
     world's ``world_root / "model"``) or a TransformerLens hub model name (e.g.
     ``"pythia-70m-deduped"``, ``"gpt-neo-125M"``).
 
-    Writes ``out_dir/{tuned_model/, finetune_log.json, divergence.json, divergence.html,
+    Writes ``out_dir/{tuned_model/, finetune_log.json, divergence.json, divergence.{html,png},
     activations/, dictionaries/layer_L/{n,2n}/, overlap.json, summary.json}``
     (``activations/`` only with ``dictionary_source="activations"``).
 
