@@ -9,7 +9,7 @@ import torch
 from sae_lens import SAE
 from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
-from sae_lens_match.errors import HubUnavailableError
+from sae_lens_match.hub import hub_call
 
 
 def default_device() -> str:
@@ -33,14 +33,8 @@ def load_pretrained(release: str, sae_id: str, *, device: str | None = None) -> 
     if sae_id not in ids:
         close = difflib.get_close_matches(sae_id, list(ids), n=5) or list(ids)[:5]
         raise ValueError(f"Release {release!r} has no SAE {sae_id!r}; e.g. {close}.")
-    try:
+    with hub_call("SAE", f"{release}:{sae_id}"):
         return SAE.from_pretrained(release, sae_id, device=device or default_device())
-    except (OSError, ConnectionError) as error:  # huggingface_hub's offline/network errors are OSErrors
-        raise HubUnavailableError(
-            f"Could not fetch SAE {sae_id!r} of release {release!r} from the Hugging Face hub "
-            f"({type(error).__name__}). Check the network (and HF_HUB_OFFLINE), or use a local "
-            "directory saved with SAE.save_model."
-        ) from error
 
 
 def load_sae(spec: str | Path, *, device: str | None = None) -> SAE:

@@ -96,6 +96,14 @@ def test_auto_picks_dense_where_it_fits():
     assert assign(_points(50, 4, 9), _points(60, 4, 10)).info["solver"] == "dense"
 
 
+def test_bad_sparse_options_are_refused():
+    a, b = _points(5, 2, 0), _points(5, 2, 1)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        assign(a, b, solver="sparse", precision="bf16")
+    with pytest.raises(ValueError, match="k and max_rounds must be at least 1"):
+        assign(a, b, solver="sparse", k=0)
+
+
 def test_unknown_solver_is_refused():
     with pytest.raises(ValueError, match="Unknown assignment solver 'hungarian'"):
         assign(_points(5, 2, 0), _points(5, 2, 1), solver="hungarian")

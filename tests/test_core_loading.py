@@ -27,5 +27,5 @@ def test_bad_specs_get_clear_errors(tmp_path):
 
 def test_offline_hub_load_names_the_release():
     # tests run with HF_HUB_OFFLINE=1 (conftest), as CI does: the download must fail cleanly
-    with pytest.raises(HubUnavailableError, match="'blocks.0.hook_resid_pre' of release 'gpt2-small-res-jb'"):
+    with pytest.raises(HubUnavailableError, match="SAE 'gpt2-small-res-jb:blocks.0.hook_resid_pre'"):
         load_sae("gpt2-small-res-jb:blocks.0.hook_resid_pre")

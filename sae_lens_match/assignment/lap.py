@@ -13,20 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
-
-
-class NoFullMatching(Exception):
-    """No matching of the edge set covers every row.
-
-    Attributes:
-        rows: ``[k]`` int64, a set of rows whose neighbours are too few (a Hall violator):
-            they need edges to new columns.
-    """
-
-    def __init__(self, rows: torch.Tensor):
-        super().__init__(f"{len(rows)} rows cannot all be matched within the candidate edges")
-        self.rows = rows
+from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 
 @dataclass(frozen=True)
@@ -120,42 +107,12 @@ def solve(edges: Edges) -> torch.Tensor:
         ``[n_a]`` int64, the column of each row.
 
     Raises:
-        NoFullMatching: the edges admit no such matching.
+        ValueError: the edges admit no such matching (scipy's error).
     """
-    graph = edges.csr()
-    try:
-        r, c = min_weight_full_bipartite_matching(graph)
-    except ValueError:
-        raise NoFullMatching(_hall_violators(graph)) from None
+    r, c = min_weight_full_bipartite_matching(edges.csr())
     cols = np.empty(edges.n_a, dtype=np.int64)
     cols[r] = c
     return torch.from_numpy(cols)
-
-
-def _hall_violators(graph: csr_matrix) -> torch.Tensor:
-    """Rows reachable by alternating paths from rows a maximum matching leaves out.
-
-    Their neighbourhood is smaller than themselves (König), so only new edges out of this
-    set can make a full matching possible.
-    """
-    match = torch.from_numpy(maximum_bipartite_matching(graph, perm_type="column").astype(np.int64))
-    n_a, n_b = graph.shape
-    row_of_col = torch.full((n_b,), -1, dtype=torch.long)
-    matched = (match >= 0).nonzero().squeeze(1)
-    row_of_col[match[matched]] = matched
-    indptr, indices = torch.from_numpy(graph.indptr).long(), torch.from_numpy(graph.indices).long()
-    seen_rows = match < 0
-    seen_cols = torch.zeros(n_b, dtype=torch.bool)
-    frontier = seen_rows.nonzero().squeeze(1)
-    while len(frontier):
-        _, nbr = _out_edges(indptr, indices, frontier)
-        cols = nbr[~seen_cols[nbr]].unique()
-        seen_cols[cols] = True
-        nxt = row_of_col[cols]
-        nxt = nxt[(nxt >= 0) & ~seen_rows[nxt.clamp_min(0)]]
-        seen_rows[nxt] = True
-        frontier = nxt
-    return seen_rows.nonzero().squeeze(1)
 
 
 def _out_edges(indptr: torch.Tensor, indices: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,8 @@ for any column offsets ``v0`` (good offsets make ``z`` small where it matters). 
 - ``"int8"``: every row is scaled to ``[-127, 127]`` and rounded (``x = s q + dx``); ``q_a . q_b``
   is exact in int32 (``torch._int_mm``), so the only error is the rounding of the inputs:
   ``|a.b - a^.b^| <= |da||b^| + |a^||db| + |da||db|`` (Cauchy-Schwarz), computable per pair
-  from four norms. About 2x a bfloat16 matmul and 4.5x float32 on a CPU with VNNI.
+  from four norms. A pass takes about 7 s against 17 s in float32 at 16k x 16k, D = 4609, on
+  2 CPU cores with VNNI, but its bound is about 100x wider.
 - ``"fp32"``: plain float32, bounded by ``gamma_n |a||b|`` with ``gamma_n = n u / (1 - n u)``
   (any summation order).
 
@@ -79,7 +80,7 @@ class Scorer:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.a, self.precision = a, precision
-        self.a_sq = (a.double() ** 2).sum(1) if a.shape[0] <= 4096 else _chunked_sq_norm(a)
+        self.a_sq = _chunked_sq_norm(a)
         b_sq = _chunked_sq_norm(b)
         self.w = (b_sq - v0.to(b.device)).float()  # c - v0 - |a|^2 = |b|^2 - v0 - 2 a.b
         width = -(-a.shape[1] // 8) * 8

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from sae_lens_match.assignment import lap
 from sae_lens_match.assignment.core import Assignment, exact_costs, register_solver
-from sae_lens_match.assignment.scores import Scorer
+from sae_lens_match.assignment.scores import PRECISIONS, Scorer
 
 # Relative tolerance of the optimality check: float64 shortest-path sums over long
 # alternating paths stay far below it.
@@ -65,6 +65,10 @@ def sparse_assign(
         offset_dim: dimensions of the projection that sets the first column offsets.
         progress: show progress bars (default: for problems above 10^8 pairs).
     """
+    if k < 1 or max_rounds < 1:
+        raise ValueError(f"k and max_rounds must be at least 1, got k={k}, max_rounds={max_rounds}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     n_a, n_b = a.shape[0], b.shape[0]
     if progress is None:
         progress = n_a * n_b > 10**8
@@ -186,12 +190,16 @@ def row_pass(
     k = min(k, n_b)
     dev = a.device
     scorer = Scorer(a, b, v, precision)
-    shift = scorer.a_sq if u is None else scorer.a_sq - u.double()
-    # With u: z + |a|^2 - u - e, less an allowance for the float32 operations on the way.
-    shift = (shift if u is None else shift - _SLOP * (scorer.a_sq + u.double().abs())).float().to(dev)
-    bound = scorer.bound
-    q1, q2, beta = (t.float().to(dev) for t in (bound.q1, bound.q2, bound.beta))
-    p1, p2, alpha = (t.float().to(dev) for t in (bound.p1, bound.p2, bound.alpha))
+    if u is None:
+        shift = scorer.a_sq
+    else:
+        # z + |a|^2 - u - e, less an allowance for the float32 operations on the way.
+        u = u.double().to(scorer.a_sq.device)
+        shift = scorer.a_sq - u - _SLOP * (scorer.a_sq + u.abs())
+        p1, p2, alpha, q1, q2, beta = (
+            getattr(scorer.bound, f).float().to(dev) for f in ("p1", "p2", "alpha", "q1", "q2", "beta")
+        )
+    shift = shift.float().to(dev)
     if skip is not None:
         indptr = skip.csr_torch()[0]
     cols = torch.empty((n_a, k), dtype=torch.long)

@@ -147,7 +147,6 @@ def line_plots_png(
     return write_png(path, drawn, title=title)
 
 
-
 def write_plot(path: str | Path, html: str) -> Path:
     """Write a plot page atomically."""
     write_text(path, html)

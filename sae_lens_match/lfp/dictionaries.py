@@ -71,21 +71,12 @@ def train_dictionary(
         raise ValueError(f"activations must be [n >= batch_size={batch_size}, d_in], got {tuple(activations.shape)}.")
     if not torch.isfinite(activations).all():
         raise ValueError("activations contain NaN or inf.")
-    if architecture not in _TRAINING_CLASSES:
-        raise ValueError(f"Unknown architecture {architecture!r}; choose from {sorted(_TRAINING_CLASSES)}.")
     device = device or default_device()
-    torch.manual_seed(seed)
-    sae_cls, cfg_cls = _TRAINING_CLASSES[architecture]
-    extra = {"sparsity_penalty": sparsity_penalty} if architecture == "tied" else {}
-    cfg = cfg_cls(
-        d_in=activations.shape[1],
-        d_sae=d_sae,
-        l1_coefficient=l1_coefficient,
-        device=device,
-        metadata=SAEMetadata(hook_name=hook_name),
-        **extra,
+    cfg = _training_config(
+        architecture, activations.shape[1], d_sae, sparsity_penalty, l1_coefficient, device, metadata=SAEMetadata(hook_name=hook_name)
     )
-    sae: TrainingSAE = sae_cls(cfg)
+    torch.manual_seed(seed)
+    sae: TrainingSAE = _TRAINING_CLASSES[architecture][0](cfg)
     trainer = SAETrainer(
         cfg=SAETrainerConfig(
             total_training_samples=n_examples, train_batch_size_samples=batch_size, lr=lr, lr_end=lr, device=device
@@ -100,6 +91,17 @@ def train_dictionary(
         if out_dir is not None:
             _replace_dir(Path(tmp), Path(out_dir))
     return inference
+
+
+def _training_config(
+    architecture: Architecture, d_in: int, d_sae: int, sparsity_penalty: str, l1_coefficient: float, device: str, **fields
+):
+    """The SAELens training config of ``architecture`` (one of :data:`_TRAINING_CLASSES`);
+    ``fields`` are further config fields."""
+    if architecture not in _TRAINING_CLASSES:
+        raise ValueError(f"Unknown architecture {architecture!r}; choose from {sorted(_TRAINING_CLASSES)}.")
+    extra = {"sparsity_penalty": sparsity_penalty} if architecture == "tied" else {}
+    return _TRAINING_CLASSES[architecture][1](d_in=d_in, d_sae=d_sae, l1_coefficient=l1_coefficient, device=device, **extra, **fields)
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -181,8 +183,6 @@ def train_dictionary_on_model(
     from sae_lens_match.lfp.activations import _check_hooks
 
     _check_hooks(model, [hook_name])
-    if architecture not in _TRAINING_CLASSES:
-        raise ValueError(f"Unknown architecture {architecture!r}; choose from {sorted(_TRAINING_CLASSES)}.")
     if "tokens" not in dataset.column_names or len(dataset) == 0:
         raise ValueError(f"dataset must have rows in a 'tokens' column; it has {len(dataset)} rows and columns {dataset.column_names}.")
     if n_tokens < batch_size:
@@ -194,11 +194,7 @@ def train_dictionary_on_model(
         raise ValueError(f"context_size={context_size} must lie in [2, {min(row_length, n_ctx)}] (row length {row_length}, model n_ctx {n_ctx}).")
     llm_device = str(next(model.parameters()).device)
     device = device or llm_device
-    d_in = hook_width(model, hook_name)
-
-    sae_cls, cfg_cls = _TRAINING_CLASSES[architecture]
-    extra = {"sparsity_penalty": sparsity_penalty} if architecture == "tied" else {}
-    sae_cfg = cfg_cls(d_in=d_in, d_sae=d_sae, l1_coefficient=l1_coefficient, device=device, **extra)
+    sae_cfg = _training_config(architecture, hook_width(model, hook_name), d_sae, sparsity_penalty, l1_coefficient, device)
     with tempfile.TemporaryDirectory() as tmp:
         runner_cfg = LanguageModelSAERunnerConfig(
             sae=sae_cfg,

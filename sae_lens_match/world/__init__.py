@@ -27,7 +27,7 @@ from sae_lens_match.world.build import (
     world_dir,
 )
 from sae_lens_match.world.corpus import Review, corpus, make_review, review_prefixes, reviews
-from sae_lens_match.world.hub import HubUnavailableError
+from sae_lens_match.hub import HubUnavailableError
 from sae_lens_match.world.lexicon import SentimentWord, vader_lexicon, vocabulary
 from sae_lens_match.world.load import (
     MODEL_KINDS,

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from sae_lens_match.world.hub import hub_call
+from sae_lens_match.hub import hub_call
 from sae_lens_match.world.lexicon import SentimentWord, Vocabulary, vocabulary
 from sae_lens_match.world.templates import (
     FILLERS,

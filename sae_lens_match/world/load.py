@@ -18,7 +18,7 @@ from sae_lens import SAE
 
 from sae_lens_match.loading import load_pretrained
 from sae_lens_match.world.build import MANIFEST, WorldConfig, build_world
-from sae_lens_match.world.hub import hub_call
+from sae_lens_match.hub import hub_call
 from sae_lens_match.world.model import (
     WORLD_MODEL_NAME,
     load_bridge_model,
