@@ -74,10 +74,11 @@ def run_solver(path: Path, solver: str, out: Path, device: str) -> None:
     out.write_text(json.dumps({"wall_s": wall, "peak_rss": rss, "peak_gpu": gpu, "total": result.total, "info": result.info}))
 
 
-def spawn(path: Path, solver: str, work: Path, device: str) -> dict:
+def spawn(path: Path, solver: str, work: Path, device: str, reuse: bool) -> dict:
     out = work / f"{path.stem}_{solver}.json"
-    cmd = [sys.executable, __file__, "--worker", str(path), solver, str(out), "--device", device]
-    subprocess.run(cmd, check=True)
+    if not (reuse and out.exists()):
+        cmd = [sys.executable, __file__, "--worker", str(path), solver, str(out), "--device", device]
+        subprocess.run(cmd, check=True)
     figures = json.loads(out.read_text())
     if "refused" not in figures:
         figures.update(load_file(str(out.with_suffix(".safetensors"))))
@@ -133,6 +134,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/.scale_cache"))
+    parser.add_argument("--reuse", nargs="*", default=[], metavar="SOLVER",
+                        help="read these solvers' figures from an earlier run in --work instead of rerunning them")
     parser.add_argument("--worker", nargs=3, metavar=("ROWS", "SOLVER", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -146,7 +149,7 @@ def main() -> None:
             print(f"generating planted pair {d_sae} x {args.d_in} ...", flush=True)
             make_rows(path, d_sae, args.d_in, args.seed)
         print(f"{d_sae} x {d_sae}, d_in={args.d_in}, rows of {2 * args.d_in + 1} on {args.device}:", flush=True)
-        results = {solver: spawn(path, solver, args.work, args.device) for solver in args.solvers}
+        results = {solver: spawn(path, solver, args.work, args.device, solver in args.reuse) for solver in args.solvers}
         missed += report(d_sae, results)
     print("all targets met" if not missed else "targets missed:\n  " + "\n  ".join(missed))
 

@@ -67,14 +67,20 @@ def test_identical_point_sets_cost_zero():
 
 
 def test_candidate_graph_without_a_full_matching():
-    # Every row of A sits next to the same few columns of B, so with k = 1 the candidate
-    # graph has far fewer distinct columns than rows: no full matching until spare columns are added.
+    # 99 rows of A point along e1, where B has only 3 columns; a hub row leans on all the other
+    # columns, so with k = 1 every other column nominates the hub. The candidate graph then
+    # matches at most 4 rows: spare columns must be added before the sparse assignment runs.
     g = torch.Generator().manual_seed(6)
-    b = torch.cat([torch.zeros(3, 8), 10 + torch.randn(97, 8, generator=g)])
-    a = 0.01 * torch.randn(100, 8, generator=g)
-    sparse = assign(a, b, solver="sparse", k=1)
+    a = torch.zeros(100, 8)
+    a[:99, 0] = 1 + 0.1 * torch.rand(99, generator=g)
+    a[:99, 1] = 0.01 * torch.randn(99, generator=g)
+    a[99, 2:] = 1.0
+    b = torch.zeros(100, 8)
+    b[:3, 0] = torch.tensor([1.0, 1.5, 2.0])
+    b[3:, 2:] = torch.rand(97, 6, generator=g)
+    sparse = assign(a, b, solver="sparse", k=1, k_weak=1)
     assert sparse.info["completion_edges"] > 0
-    _assert_same_optimum(a, b, k=1)
+    _assert_same_optimum(a, b, k=1, k_weak=1)
 
 
 def test_sparse_is_deterministic():
@@ -100,7 +106,7 @@ def test_bad_sparse_options_are_refused():
     a, b = _points(5, 2, 0), _points(5, 2, 1)
     with pytest.raises(ValueError, match="precision must be one of"):
         assign(a, b, solver="sparse", precision="bf16")
-    with pytest.raises(ValueError, match="k and max_rounds must be at least 1"):
+    with pytest.raises(ValueError, match="k, k_add and max_rounds must be at least 1"):
         assign(a, b, solver="sparse", k=0)
 
 

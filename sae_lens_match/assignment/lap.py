@@ -177,31 +177,33 @@ def _max_potentials(
     raise NotOptimal("negative alternating cycle")
 
 
-def duals(edges: Edges, match: torch.Tensor, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+def duals(
+    edges: Edges, match: torch.Tensor, tol: float, cap_u: torch.Tensor, cap_v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Dual potentials certifying that ``match`` is optimal on ``edges``.
 
     Returns ``(u [n_a], v [n_b])`` float64 with ``u_i + v_j <= c_ij + tol`` on every edge,
     equality on matched edges, and, when ``n_a < n_b``, ``v <= 0`` with ``v = 0`` on free
     columns (the LP dual of "every row matched, every column at most once").
 
-    The dual optimum is a polytope; certificates for edges outside the set are easiest
-    from a point inside it, so this is the mean of two vertices: the largest ``v`` and the
-    largest ``u`` (the latter capped by one spare unit of cost when columns are free, since
-    rows can then only be tied down through free columns).
+    The dual optimum is a polytope; pairs outside the edge set are easiest to certify from a
+    point inside it, so this is the mean of two vertices: the largest ``v <= cap_v`` and the
+    largest ``u <= cap_u`` (``cap_*`` say how high a potential may go before the pairs left
+    out can no longer be certified cheaply). Where columns are free and the second vertex
+    breaks ``v <= 0``, the first alone is returned.
     """
     n_a, n_b = edges.n_a, edges.n_b
     match_cost = _matched_costs(edges, match)
-    by_row = edges.csr_torch()
-    u_a, v_a = _max_potentials(*by_row, match, match_cost, torch.zeros(n_b, dtype=torch.float64), tol)
     col_match = torch.full((n_b,), -1, dtype=torch.long)
     col_match[match] = torch.arange(n_a)
+    if n_a < n_b:
+        cap_v = torch.where(col_match >= 0, cap_v.clamp(max=0.0), torch.zeros_like(cap_v))
+    u_a, v_a = _max_potentials(*edges.csr_torch(), match, match_cost, cap_v, tol)
     col_cost = torch.zeros(n_b, dtype=torch.float64)
     col_cost[match] = match_cost
-    if n_a == n_b:
-        cap = torch.zeros(n_a, dtype=torch.float64)
-    else:
-        cap = u_a + float(match_cost.max()) + 1.0
-    v_b, u_b = _max_potentials(*edges.transpose().csr_torch(), col_match, col_cost, cap, tol)
+    v_b, u_b = _max_potentials(*edges.transpose().csr_torch(), col_match, col_cost, cap_u, tol)
+    if n_a < n_b and bool((v_b > tol).any()):
+        return u_a, v_a
     return (u_a + u_b) / 2, (v_a + v_b) / 2
 
 

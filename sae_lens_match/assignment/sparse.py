@@ -1,19 +1,25 @@
 """Exact assignment without the dense cost matrix (GitHub issue #3).
 
-Rounds of *solve on a sparse graph, then prove nothing outside it helps*:
+With ``s_i = |a_i|^2 - u_i`` and ``t_j = |b_j|^2 - v_j``, the reduced cost of a pair under LP
+duals ``(u, v)`` is ``c_ij - u_i - v_j = s_i + t_j - 2 a_i . b_j``: the duals are optimal for
+the full problem, and so is the matching, when this is ``>= 0`` for every pair.
 
-1. **Candidates**: column offsets ``v0`` (each column's cheapest cost, estimated through a
-   random projection) and one chunked pass over all pairs keep, per row, the ``k`` columns of
-   smallest ``c_ij - v0_j``. Every edge of the graph carries its exact float64 cost.
+1. **Survey** (:mod:`.survey`): one chunked pass (int8 by default) keeps each row's and each
+   column's ``k`` nearest candidates by cosine, and bounds ``a_i . b_j`` for every pair in
+   neither list by ``|a_i||b_j| min(rho_i, rho'_j)``. The candidates, with their exact float64
+   costs, are the first graph.
 2. **Assignment**: scipy's sparse LAPJVsp (``min_weight_full_bipartite_matching``) on the
-   graph; rows the graph cannot match all at once are first given spare columns (a graph
-   edge is only a candidate: it is in the answer only if it is optimal).
-3. **Optimality check**: LP duals ``(u, v)`` of the graph optimum (:func:`.lap.duals`), then
-   one more chunked pass over all pairs computes a rigorous lower bound on every reduced cost
-   ``c_ij - u_i - v_j`` (:mod:`.scores`). If none outside the graph is negative, the duals are
-   feasible for the full problem and the matching is optimal for it. Otherwise each row's
-   ``k`` most negative pairs join the graph and 2-3 repeat; the duals of the last round are
-   the offsets of the next pass, so the candidates are ranked by near-optimal reduced costs.
+   graph; rows the graph cannot match all at once first get spare columns (a graph edge is
+   only a candidate: it is in the answer only if it is optimal). LP duals of the graph
+   optimum come from :func:`.lap.duals`, pushed towards ``s_i >= rho_i |a_i|^2`` and
+   ``t_j >= rho'_j |b_j|^2``.
+3. **Optimality check**: a pair whose row and column both meet those inequalities is proven
+   by the survey's bound alone. Every other pair is tested against the bound, and the rows
+   and columns of the pairs it cannot prove are scored again in float32 with rigorous error
+   bounds (:mod:`.scores`). If none has a negative reduced cost, the matching is optimal for
+   the full problem. Otherwise each row's ``k_add`` most negative pairs join the graph and
+   2-3 repeat. Only features without a clear counterpart (the few whose best pairs are all
+   near-ties) reach the float32 check, so rounds are much cheaper than a full pass.
 
 ``info["gap_bound"]`` is ``primal - dual`` of the final certificate (float64 rounding only
 when ``proven_optimal``); if ``max_rounds`` runs out first, it is a rigorous bound on how far
@@ -32,6 +38,7 @@ from tqdm.auto import tqdm
 from sae_lens_match.assignment import lap
 from sae_lens_match.assignment.core import Assignment, exact_costs, register_solver
 from sae_lens_match.assignment.scores import PRECISIONS, Scorer
+from sae_lens_match.assignment.survey import Survey, survey
 
 # Relative tolerance of the optimality check: float64 shortest-path sums over long
 # alternating paths stay far below it.
@@ -44,29 +51,33 @@ def sparse_assign(
     a: torch.Tensor,
     b: torch.Tensor,
     *,
-    k: int = 64,
-    precision: str = "fp32",
+    k: int = 8,
+    k_weak: int = 32,
+    k_add: int = 16,
+    precision: str = "int8",
     chunk_size: int | None = None,
-    max_rounds: int = 50,
-    offset_dim: int = 32,
+    max_rounds: int = 100,
+    seed: int = 0,
     progress: bool | None = None,
 ) -> Assignment:
     """Exact minimum-cost assignment of every row of ``a`` (``n_a <= n_b``) to a row of ``b``.
 
     Args:
         a, b: ``[n_a, D]``, ``[n_b, D]`` float points on one device (CUDA runs the passes there).
-        k: pairs added per row and pass.
-        precision: matmul of the passes: ``"fp32"`` or ``"int8"`` (exact int32 accumulation of
-            rounded inputs, faster on CPUs with VNNI). Either way the bounds are rigorous, but
-            int8's are wide: where many pairs have nearly equal reduced costs (features without
-            a counterpart) it needs many more rounds to prove optimality.
+        k: candidates per row and per column from the survey.
+        k_weak: candidates from the survey for a row or column without a clear counterpart.
+        k_add: pairs a row may add to the graph per round of the optimality check.
+        precision: matmul of the survey: ``"int8"`` (exact int32 accumulation of rounded
+            inputs, about 2.5x faster than float32 on CPUs with VNNI) or ``"fp32"``. Either way
+            its bounds are rigorous; float32's are tighter, so fewer pairs need a second look.
+            The optimality check always scores in float32.
         chunk_size: rows of A scored at once; default keeps a score block near 256 MiB.
-        max_rounds: passes of the optimality check before giving up on a proof.
-        offset_dim: dimensions of the projection that sets the first column offsets.
+        max_rounds: rounds of the optimality check before giving up on a proof.
+        seed: seed of the int8 survey's random mixing (results do not depend on it).
         progress: show progress bars (default: for problems above 10^8 pairs).
     """
-    if k < 1 or max_rounds < 1:
-        raise ValueError(f"k and max_rounds must be at least 1, got k={k}, max_rounds={max_rounds}.")
+    if k < 1 or k_add < 1 or max_rounds < 1:
+        raise ValueError(f"k, k_add and max_rounds must be at least 1, got k={k}, k_add={k_add}, max_rounds={max_rounds}.")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     n_a, n_b = a.shape[0], b.shape[0]
@@ -74,7 +85,7 @@ def sparse_assign(
         progress = n_a * n_b > 10**8
     if chunk_size is None:
         chunk_size = max(64, min(n_a, (1 << 26) // n_b))
-    seconds = dict.fromkeys(("offsets", "scores", "assignment", "optimality_check"), 0.0)
+    seconds = dict.fromkeys(("survey", "assignment", "optimality_check"), 0.0)
     clock = time.perf_counter()
 
     def tick(phase: str) -> None:
@@ -83,14 +94,15 @@ def sparse_assign(
         seconds[phase] += now - clock
         clock = now
 
-    v0, nominee_rows, nominee_cols = column_offsets(a, b, dim=offset_dim, chunk_size=chunk_size, progress=progress)
-    tick("offsets")
-    rows, cols, _, _ = row_pass(a, b, v0, None, None, k=k, precision=precision, chunk_size=chunk_size, progress=progress, desc="candidates")
-    rows, cols = torch.cat([rows, nominee_rows]), torch.cat([cols, nominee_cols])
-    edges = _exact_edges(a, b, rows, cols)
-    tick("scores")
-    stats = {"candidate_edges": len(edges), "rounds": 0, "completion_edges": 0}
+    sv = survey(a, b, k=k, k_weak=k_weak, precision=precision, chunk_size=chunk_size, seed=seed, progress=progress)
+    edges = _exact_edges(a, b, sv.rows, sv.cols)
+    # Potentials above these caps would leave pairs the survey could otherwise prove.
+    cap_u = sv.sq_a * (1 - sv.rho_a.clamp(min=0))
+    cap_v = sv.sq_b * (1 - sv.rho_b.clamp(min=0))
+    tick("survey")
+    stats = {"candidate_edges": len(edges), "rounds": 0, "completion_edges": 0, "rechecked_blocks": []}
     proven = False
+    bar = tqdm(total=max_rounds, desc="optimality check", disable=not progress, leave=False)
     while True:
         edges, added = _complete(edges, a, b)
         stats["completion_edges"] += added
@@ -99,23 +111,23 @@ def sparse_assign(
         # for the exact costs within delta / 2 on every edge.
         gridded, delta = edges.on_grid()
         tol = _TOL * (1.0 + float(edges.cost.abs().max())) + delta / 2
-        u, v = lap.duals(gridded, match, tol)
+        u, v = lap.duals(gridded, match, tol, cap_u, cap_v)
         tick("assignment")
         stats["rounds"] += 1
-        rows, cols, vals, worst = row_pass(
-            a, b, v, u, edges, k=k, precision=precision, chunk_size=chunk_size, progress=progress,
-            desc=f"optimality check {stats['rounds']}",
-        )
-        # Rows with a violation take all their kept pairs: the next duals move towards them.
-        keep = (worst < -tol)[rows] & torch.isfinite(vals)
+        rows, cols = unproven(sv, u, v, tol, chunk_size)
+        stats["rechecked_blocks"].append([len(rows), len(cols)])
+        new_rows, new_cols, worst = recheck(a, b, rows, cols, u, v, edges, k_add=k_add, tol=tol, chunk_size=chunk_size)
         tick("optimality_check")
-        if not keep.any():
+        bar.update(1)
+        bar.set_postfix(rechecked=f"{len(rows)}x{len(cols)}", added=len(new_rows))
+        if not len(new_rows):
             proven = True
             break
         if stats["rounds"] >= max_rounds:
             break
-        edges = edges.add(rows[keep], cols[keep], exact_costs(a, b, rows[keep], cols[keep]))
-        tick("scores")
+        edges = edges.add(new_rows, new_cols, exact_costs(a, b, new_rows, new_cols))
+        tick("optimality_check")
+    bar.close()
     sq_dist = edges.cost[edges.find(torch.arange(n_a), match)]
     # Weak duality: lowering each u_i by its worst violation makes (u, v) feasible everywhere.
     dual = float(u.sum() + v.sum()) - n_a * tol + float(worst.clamp(max=0.0).sum())
@@ -132,90 +144,118 @@ def sparse_assign(
     return Assignment(cols=match, sq_dist=sq_dist, info=info)
 
 
-def column_offsets(
-    a: torch.Tensor, b: torch.Tensor, *, dim: int = 32, per_col: int = 4, chunk_size: int = 1024, seed: int = 0,
-    progress: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Estimate each column's cheapest cost ``min_i c_ij`` cheaply.
+def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and columns of the pairs the survey's bound cannot prove have a reduced cost ``>= -tol``.
 
-    A random projection to ``dim`` dimensions nominates ``per_col`` rows per column; the
-    exact cost of the best nominee is the estimate (an upper bound on the true minimum).
-    Offsets only steer which candidates the first pass keeps, never what is proven.
+    A pair is proven if ``s_i + t_j >= 2 |a_i||b_j| min(rho_i, rho'_j)``. That holds for every
+    pair whose row has ``s_i >= rho_i+ |a_i|^2`` and whose column has ``t_j >= rho'_j+ |b_j|^2``
+    (``x+ = max(x, 0)``; ``2xy <= x^2 + y^2``), so only the strips of the other rows and
+    columns are tested pair by pair. Candidates are tested too (their bound does not hold,
+    so they may be reported; the recheck skips graph edges).
 
     Returns:
-        ``(v0 [n_b] float64, rows [n_b * per_col], cols [n_b * per_col])`` (CPU): the
-        offsets and the nominated pairs.
+        ``(rows, cols)`` int64 (CPU): every unproven pair lies in ``rows x cols``.
     """
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    proj = (torch.randn(a.shape[1], dim, generator=g, dtype=torch.float32) / dim**0.5).to(a.device)
-    ap, bp = a.float() @ proj, b.float() @ proj
-    # ap . bp - |ap|^2 / 2 = -(|ap - bp|^2 - |bp|^2) / 2: per column, larger is closer.
-    ap_aug = torch.cat([ap, -(ap * ap).sum(1, keepdim=True) / 2], 1)
-    bp_aug = torch.cat([bp, torch.ones((bp.shape[0], 1), device=bp.device)], 1)
-    per_col = min(per_col, a.shape[0])
-    nominees = torch.empty((b.shape[0], per_col), dtype=torch.long, device=a.device)
-    for s in tqdm(range(0, b.shape[0], chunk_size), desc="column offsets", disable=not progress, leave=False):
-        nominees[s : s + chunk_size] = (bp_aug[s : s + chunk_size] @ ap_aug.T).topk(per_col, dim=1).indices
-    rows = nominees.reshape(-1).cpu()
-    cols = torch.arange(b.shape[0]).repeat_interleave(per_col)
-    v0 = exact_costs(a, b, rows, cols).view(-1, per_col).min(1).values
-    return v0, rows, cols
+    s, t = sv.sq_a - u, sv.sq_b - v
+    na, nb = sv.sq_a.sqrt(), sv.sq_b.sqrt()
+    # Rounding allowance of the float64 test itself, relative to the magnitudes involved.
+    slop_a, slop_b = 1e-12 * (s.abs() + sv.sq_a), 1e-12 * (t.abs() + sv.sq_b)
+    weak_rows = (s < sv.rho_a.clamp(min=0) * sv.sq_a - slop_a).nonzero().squeeze(1)
+    weak_cols = (t < sv.rho_b.clamp(min=0) * sv.sq_b - slop_b).nonzero().squeeze(1)
+    bad_rows = torch.zeros(len(s), dtype=torch.bool)
+    bad_cols = torch.zeros(len(t), dtype=torch.bool)
+
+    def test(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        margin = s[r, None] + t[None, c] - 2 * na[r, None] * nb[None, c] * torch.minimum(sv.rho_a[r, None], sv.rho_b[None, c])
+        return margin < -tol - slop_a[r, None] - slop_b[None, c]
+
+    everything_b, everything_a = torch.arange(len(t)), torch.arange(len(s))
+    step = max(1, chunk_size // 2)
+    for i in range(0, len(weak_rows), step):
+        r = weak_rows[i : i + step]
+        fail = test(r, everything_b)
+        bad_rows[r] |= fail.any(1)
+        bad_cols |= fail.any(0)
+    step_c = max(1, (chunk_size * len(t)) // max(len(s), 1) // 2)
+    for i in range(0, len(weak_cols), step_c):
+        c = weak_cols[i : i + step_c]
+        fail = test(everything_a, c)
+        bad_rows |= fail.any(1)
+        bad_cols[c] |= fail.any(0)
+    return bad_rows.nonzero().squeeze(1), bad_cols.nonzero().squeeze(1)
 
 
-def row_pass(
+def recheck(
     a: torch.Tensor,
     b: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    u: torch.Tensor,
     v: torch.Tensor,
-    u: torch.Tensor | None,
-    skip: lap.Edges | None,
+    edges: lap.Edges,
     *,
-    k: int,
-    precision: str,
+    k_add: int,
+    tol: float,
     chunk_size: int,
-    progress: bool = False,
-    desc: str = "scoring pairs",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One chunked pass over all pairs keeping each row's ``k`` smallest reduced costs.
-
-    Without ``u`` the ranking is by the estimate of ``c_ij - v_j``. With ``u`` it is by a
-    rigorous lower bound on ``c_ij - u_i - v_j``, and pairs that are edges of ``skip`` are
-    left out.
+    """Rigorous lower bounds on ``c_ij - u_i - v_j`` over ``rows x cols`` (float32 scores).
 
     Returns:
-        ``(rows [n_a k], cols [n_a k], values [n_a k], worst [n_a])`` (CPU): the kept pairs,
-        their values (``inf`` where a row has fewer than ``k`` pairs outside ``skip``) and each
-        row's smallest value (with ``u``: the bound on everything the row has outside ``skip``).
+        ``(new_rows, new_cols, worst)`` (CPU): per row, up to ``k_add`` pairs outside the graph
+        whose bound is below ``-tol``; and ``worst [n_a]``, each row's smallest bound over the
+        block (0 for rows outside it).
     """
-    n_a, n_b = a.shape[0], b.shape[0]
-    k = min(k, n_b)
+    worst = torch.zeros(a.shape[0], dtype=torch.float64)
+    if not len(rows) or not len(cols):
+        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), worst
     dev = a.device
-    scorer = Scorer(a, b, v, precision)
-    if u is None:
-        shift = scorer.a_sq
-    else:
-        # z + |a|^2 - u - e, less an allowance for the float32 operations on the way.
-        u = u.double().to(scorer.a_sq.device)
-        shift = scorer.a_sq - u - _SLOP * (scorer.a_sq + u.abs())
-        p1, p2, alpha, q1, q2, beta = (
-            getattr(scorer.bound, f).float().to(dev) for f in ("p1", "p2", "alpha", "q1", "q2", "beta")
-        )
-    shift = shift.float().to(dev)
-    if skip is not None:
-        indptr = skip.csr_torch()[0]
-    cols = torch.empty((n_a, k), dtype=torch.long)
-    vals = torch.empty((n_a, k), dtype=torch.float64)
-    for s in tqdm(range(0, n_a, chunk_size), desc=desc, disable=not progress, leave=False):
-        e = min(s + chunk_size, n_a)
-        z = scorer.chunk(s, e).add_(shift[s:e, None])
-        if u is not None:
-            z.sub_(torch.outer(p1[s:e], q1)).sub_(torch.outer(p2[s:e], q2)).sub_(alpha[s:e, None]).sub_(beta[None, :])
-            if skip is not None:
-                lo, hi = int(indptr[s]), int(indptr[e])
-                z[(skip.rows[lo:hi] - s).to(dev), skip.cols[lo:hi].to(dev)] = float("inf")
-        val, idx = z.topk(k, dim=1, largest=False)
-        cols[s:e] = idx.cpu()
-        vals[s:e] = val.double().cpu()
-    return torch.arange(n_a).repeat_interleave(k), cols.reshape(-1), vals.reshape(-1), vals[:, 0]
+    scorer = Scorer(a[rows.to(dev)], b[cols.to(dev)], "fp32")
+    sq_a = exact_sq(a, rows)
+    sq_b = exact_sq(b, cols)
+    s = (sq_a - u[rows]).to(dev)
+    t = (sq_b - v[cols]).to(dev)
+    bound = scorer.bound
+    p1, p2, q1, q2 = (x.to(dev) for x in (bound.p1, bound.p2, bound.q1, bound.q2))
+    na, nb = sq_a.sqrt().to(dev), sq_b.sqrt().to(dev)
+    # LB = s + t - 2 d^ - 2 e - slop (|s| + |t| + 4 |a||b|), in float32 (the slop covers it).
+    row_shift = (s - _SLOP * s.abs()).float()
+    col_shift = (t - _SLOP * t.abs()).float()
+    # Graph edges inside the block are skipped: they are feasible by construction.
+    in_block = torch.full((b.shape[0],), -1, dtype=torch.long)
+    in_block[cols] = torch.arange(len(cols))
+    block_row = torch.full((a.shape[0],), -1, dtype=torch.long)
+    block_row[rows] = torch.arange(len(rows))
+    inside = (block_row[edges.rows] >= 0) & (in_block[edges.cols] >= 0)
+    skip_r, skip_c = block_row[edges.rows[inside]], in_block[edges.cols[inside]]
+    skip_key = skip_r * len(cols) + skip_c  # sorted by row, since edges are row-major
+    kk = min(k_add, len(cols))
+    keep_rows, keep_cols = [], []
+    step = max(1, (chunk_size * b.shape[0]) // len(cols))
+    for start in range(0, len(rows), step):
+        stop = min(start + step, len(rows))
+        lb = scorer.chunk(start, stop).mul_(-2)
+        lb.add_(row_shift[start:stop, None]).add_(col_shift[None, :])
+        err = torch.outer(p1[start:stop], q1).add_(torch.outer(p2[start:stop], q2)).mul_(2)
+        err.add_(torch.outer(na[start:stop], nb).mul_(4 * _SLOP))
+        lb.sub_(err.float())
+        lo, hi = torch.searchsorted(skip_key, torch.tensor([start * len(cols), stop * len(cols)]))
+        chunk_skip = skip_key[lo:hi]
+        lb[(chunk_skip // len(cols) - start).to(dev), (chunk_skip % len(cols)).to(dev)] = float("inf")
+        val, idx = lb.topk(kk, dim=1, largest=False)
+        val, idx = val.double().cpu(), idx.cpu()
+        worst[rows[start:stop]] = val[:, 0].clamp(max=0.0)
+        hit = val < -tol
+        keep_rows.append(rows[start:stop, None].expand_as(idx)[hit])
+        keep_cols.append(cols[idx[hit]])
+    return torch.cat(keep_rows), torch.cat(keep_cols), worst
+
+
+def exact_sq(x: torch.Tensor, idx: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    """``[len(idx)]`` float64 (CPU) squared norms of the rows ``idx`` of ``x``."""
+    out = torch.empty(len(idx), dtype=torch.float64)
+    for s in range(0, len(idx), batch):
+        out[s : s + batch] = (x[idx[s : s + batch].to(x.device)].double() ** 2).sum(1).cpu()
+    return out
 
 
 def _exact_edges(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> lap.Edges:
