@@ -189,11 +189,19 @@ def match_layers(
     With ``out_dir``, each pair is written to ``out_dir/pair_{i:03d}.safetensors`` as soon as
     it is done, and pairs already there are read back instead of recomputed (resume).
 
+    Pairs are independent. Under ``torch.distributed`` (e.g. ``torchrun`` or
+    ``accelerate launch``, one process per GPU or host) each rank matches the pairs
+    ``i % world_size == rank`` into ``out_dir`` (which must be shared), all ranks meet at a
+    barrier, and every rank returns the whole list, read back from ``out_dir``.
+
     Returns:
         ``len(saes) - 1`` matchings; matching ``i`` maps layer ``i`` to layer ``i + 1``.
     """
     if len(saes) < 2:
         raise ValueError(f"match_layers needs at least two SAEs, got {len(saes)}.")
+    rank, world = _rank_and_world()
+    if world > 1 and out_dir is None:
+        raise ValueError("match_layers under torch.distributed needs out_dir: a directory all ranks share.")
     origins = [_origin(item) for item in saes]
 
     def resolve(i: int) -> SAE:
@@ -204,7 +212,8 @@ def match_layers(
 
     matchings: list[Matching] = []
     previous: SAE | None = None
-    for i in tqdm(range(len(saes) - 1), desc="matching layer pairs", disable=not progress):
+    mine = range(rank, len(saes) - 1, world)
+    for i in tqdm(mine, desc="matching layer pairs", disable=not progress):
         fingerprint = _fingerprint(origins[i], origins[i + 1], match_options)
         path = Path(out_dir) / f"pair_{i:03d}.safetensors" if out_dir is not None else None
         if path is not None and path.exists():
@@ -213,6 +222,8 @@ def match_layers(
                 matchings.append(saved)
                 previous = None  # the next pair loads its own A
                 continue
+        if world > 1:
+            previous = None  # a rank's pairs are not consecutive
         a = previous if previous is not None else resolve(i)
         b = resolve(i + 1)
         m = match(
@@ -225,7 +236,18 @@ def match_layers(
             m.save(path)
         matchings.append(m)
         previous = b
-    return matchings
+    if world == 1:
+        return matchings
+    torch.distributed.barrier()
+    return [Matching.load(Path(out_dir) / f"pair_{i:03d}.safetensors") for i in range(len(saes) - 1)]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size under torch.distributed, else ``(0, 1)``."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _origin(item: SAESource) -> dict[str, Any]:

@@ -99,6 +99,7 @@ def test_dense_that_cannot_fit_is_refused_before_allocating():
 def test_auto_picks_dense_where_it_fits():
     assert pick_solver(500, 500) == "dense"
     assert pick_solver(2_000_000, 2_000_000) == "sparse"
+    assert pick_solver(8192, 8192) == "sparse"  # fits, but sparse is faster there
     assert assign(_points(50, 4, 9), _points(60, 4, 10)).info["solver"] == "dense"
 
 

@@ -188,9 +188,10 @@ def duals(
 
     The dual optimum is a polytope; pairs outside the edge set are easiest to certify from a
     point inside it, so this is the mean of two vertices: the largest ``v <= cap_v`` and the
-    largest ``u <= cap_u`` (``cap_*`` say how high a potential may go before the pairs left
-    out can no longer be certified cheaply). Where columns are free and the second vertex
-    breaks ``v <= 0``, the first alone is returned.
+    largest ``u <= cap_u`` (``cap_*`` say how high a potential may go before pairs left out
+    can no longer be certified cheaply). Where columns are free and the second vertex breaks
+    ``v <= 0``, the first alone is returned. (Either vertex alone leaves several times more
+    to recheck on SAE-like data.)
     """
     n_a, n_b = edges.n_a, edges.n_b
     match_cost = _matched_costs(edges, match)

@@ -105,13 +105,30 @@ class Scorer:
         b: ``[n_b, D]`` float points, prepared once (int8: a quarter of B's float32 size).
         precision: ``"int8"`` or ``"fp32"``.
         seed: seed of the int8 path's :class:`Mixer`.
+        sq_a, sq_b: the squared row norms (float64), when the caller has them.
+        a_rows: score only these rows of ``a`` (gathered a chunk at a time, never copied whole);
+            ``sq_a`` and chunk positions then refer to them.
     """
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, precision: str, seed: int = 0, chunk: int = 4096):
+    def __init__(
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        precision: str,
+        seed: int = 0,
+        sq_a: torch.Tensor | None = None,
+        sq_b: torch.Tensor | None = None,
+        a_rows: torch.Tensor | None = None,
+        chunk: int = 4096,
+    ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if a_rows is not None and precision != "fp32":
+            raise ValueError("a_rows is only supported in fp32")
         self.a, self.precision = a, precision
-        a_norm, b_norm = sq_norms(a).sqrt(), sq_norms(b).sqrt()
+        self.a_rows = None if a_rows is None else a_rows.to(a.device)
+        a_norm = (sq_norms(a) if sq_a is None else sq_a.to(a.device)).sqrt()
+        b_norm = (sq_norms(b) if sq_b is None else sq_b.to(b.device)).sqrt()
         if precision == "int8":
             self.mixer = Mixer(a.shape[1], seed=seed, device=a.device)
             self.width = -(-self.mixer.width // 8) * 8
@@ -143,7 +160,7 @@ class Scorer:
 
     def chunk(self, start: int, stop: int) -> torch.Tensor:
         """``[stop - start, n_b]`` float32 ``d^`` for rows ``start:stop`` of A."""
-        a = self.a[start:stop]
+        a = self.a[start:stop] if self.a_rows is None else self.a[self.a_rows[start:stop]]
         if self.precision == "int8":
             q, scale, _, _ = _quantize(self.mixer(a), self.width)
             return _int_mm(q, self.b_t).float().mul_(self.b_scale[None, :]).mul_(scale[:, None])

@@ -114,12 +114,23 @@ def sparse_assign(
         u, v = lap.duals(gridded, match, tol, cap_u, cap_v)
         tick("assignment")
         stats["rounds"] += 1
-        rows, cols = unproven(sv, u, v, tol, chunk_size)
-        stats["rechecked_blocks"].append([len(rows), len(cols)])
-        new_rows, new_cols, worst = recheck(a, b, rows, cols, u, v, edges, k_add=k_add, tol=tol, chunk_size=chunk_size)
+        new_rows, new_cols = [], []
+        worst = torch.zeros(n_a, dtype=torch.float64)
+        # Smallest block first. Once one turns up many violations (early rounds, when the
+        # graph is still far from optimal), the others wait for better duals, except in the
+        # last round, whose gap bound needs every block.
+        for rows, cols in sorted(unproven(sv, u, v, tol, chunk_size), key=lambda rc: len(rc[0]) * len(rc[1])):
+            stats["rechecked_blocks"].append([stats["rounds"], len(rows), len(cols)])
+            found_rows, found_cols, block_worst = recheck(a, b, sv, rows, cols, u, v, edges, k_add=k_add, tol=tol, chunk_size=chunk_size)
+            new_rows.append(found_rows)
+            new_cols.append(found_cols)
+            worst = torch.minimum(worst, block_worst)
+            if len(found_rows.unique()) * 100 >= n_a and stats["rounds"] < max_rounds:
+                break
+        new_rows, new_cols = torch.cat(new_rows or [torch.empty(0, dtype=torch.long)]), torch.cat(new_cols or [torch.empty(0, dtype=torch.long)])
         tick("optimality_check")
         bar.update(1)
-        bar.set_postfix(rechecked=f"{len(rows)}x{len(cols)}", added=len(new_rows))
+        bar.set_postfix(added=len(new_rows))
         if not len(new_rows):
             proven = True
             break
@@ -144,17 +155,19 @@ def sparse_assign(
     return Assignment(cols=match, sq_dist=sq_dist, info=info)
 
 
-def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows and columns of the pairs the survey's bound cannot prove have a reduced cost ``>= -tol``.
+def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, chunk_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Blocks holding every pair the survey's bound cannot prove has a reduced cost ``>= -tol``.
 
     A pair is proven if ``s_i + t_j >= 2 |a_i||b_j| min(rho_i, rho'_j)``. That holds for every
     pair whose row has ``s_i >= rho_i+ |a_i|^2`` and whose column has ``t_j >= rho'_j+ |b_j|^2``
-    (``x+ = max(x, 0)``; ``2xy <= x^2 + y^2``), so only the strips of the other rows and
-    columns are tested pair by pair. Candidates are tested too (their bound does not hold,
-    so they may be reported; the recheck skips graph edges).
+    (``x+ = max(x, 0)``; ``2xy <= x^2 + y^2``), so only two strips are tested pair by pair:
+    the other rows against all columns, and all rows against the other columns. Candidates
+    are tested too (their bound does not hold, so they may be reported; the recheck skips
+    graph edges).
 
     Returns:
-        ``(rows, cols)`` int64 (CPU): every unproven pair lies in ``rows x cols``.
+        Up to two ``(rows, cols)`` blocks of int64 indices (CPU), one per strip: the rows and
+        the columns of the strip's unproven pairs.
     """
     s, t = sv.sq_a - u, sv.sq_b - v
     na, nb = sv.sq_a.sqrt(), sv.sq_b.sqrt()
@@ -162,32 +175,32 @@ def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, chunk_siz
     slop_a, slop_b = 1e-12 * (s.abs() + sv.sq_a), 1e-12 * (t.abs() + sv.sq_b)
     weak_rows = (s < sv.rho_a.clamp(min=0) * sv.sq_a - slop_a).nonzero().squeeze(1)
     weak_cols = (t < sv.rho_b.clamp(min=0) * sv.sq_b - slop_b).nonzero().squeeze(1)
-    bad_rows = torch.zeros(len(s), dtype=torch.bool)
-    bad_cols = torch.zeros(len(t), dtype=torch.bool)
 
-    def test(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def failing(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         margin = s[r, None] + t[None, c] - 2 * na[r, None] * nb[None, c] * torch.minimum(sv.rho_a[r, None], sv.rho_b[None, c])
         return margin < -tol - slop_a[r, None] - slop_b[None, c]
 
-    everything_b, everything_a = torch.arange(len(t)), torch.arange(len(s))
-    step = max(1, chunk_size // 2)
-    for i in range(0, len(weak_rows), step):
-        r = weak_rows[i : i + step]
-        fail = test(r, everything_b)
-        bad_rows[r] |= fail.any(1)
-        bad_cols |= fail.any(0)
-    step_c = max(1, (chunk_size * len(t)) // max(len(s), 1) // 2)
-    for i in range(0, len(weak_cols), step_c):
-        c = weak_cols[i : i + step_c]
-        fail = test(everything_a, c)
-        bad_rows |= fail.any(1)
-        bad_cols[c] |= fail.any(0)
-    return bad_rows.nonzero().squeeze(1), bad_cols.nonzero().squeeze(1)
+    blocks = []
+    for weak, n_other, by_rows in ((weak_rows, len(t), True), (weak_cols, len(s), False)):
+        everything = torch.arange(n_other)
+        step = max(1, chunk_size * len(t) // n_other // 2)
+        bad_weak = torch.zeros(len(weak), dtype=torch.bool)
+        bad_other = torch.zeros(n_other, dtype=torch.bool)
+        for i in range(0, len(weak), step):
+            part = weak[i : i + step]
+            fail = failing(part, everything) if by_rows else failing(everything, part).T
+            bad_weak[i : i + step] = fail.any(1)
+            bad_other |= fail.any(0)
+        if bad_weak.any():
+            block = (weak[bad_weak], bad_other.nonzero().squeeze(1))
+            blocks.append(block if by_rows else block[::-1])
+    return blocks
 
 
 def recheck(
     a: torch.Tensor,
     b: torch.Tensor,
+    sv: Survey,
     rows: torch.Tensor,
     cols: torch.Tensor,
     u: torch.Tensor,
@@ -197,38 +210,56 @@ def recheck(
     k_add: int,
     tol: float,
     chunk_size: int,
+    piece_bytes: int = 1 << 28,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rigorous lower bounds on ``c_ij - u_i - v_j`` over ``rows x cols`` (float32 scores).
 
+    Columns go in pieces of at most ``piece_bytes`` of float32 points, rows in chunks
+    gathered as they are scored, so memory stays bounded however large the block.
+
     Returns:
-        ``(new_rows, new_cols, worst)`` (CPU): per row, up to ``k_add`` pairs outside the graph
-        whose bound is below ``-tol``; and ``worst [n_a]``, each row's smallest bound over the
-        block (0 for rows outside it).
+        ``(new_rows, new_cols, worst)`` (CPU): per row and piece, up to ``k_add`` pairs outside
+        the graph whose bound is below ``-tol``; and ``worst [n_a]``, each row's smallest bound
+        over the block (0 for rows outside it).
     """
     worst = torch.zeros(a.shape[0], dtype=torch.float64)
+    found_rows, found_cols = [torch.empty(0, dtype=torch.long)], [torch.empty(0, dtype=torch.long)]
     if not len(rows) or not len(cols):
-        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), worst
+        return found_rows[0], found_cols[0], worst
+    # Graph edges inside the block are skipped: they are feasible by construction.
+    block_row = torch.full((a.shape[0],), -1, dtype=torch.long)
+    block_row[rows] = torch.arange(len(rows))
+    edge_in_rows = block_row[edges.rows] >= 0
+    edge_rows, edge_cols = block_row[edges.rows[edge_in_rows]], edges.cols[edge_in_rows]
+    per_piece = max(1, piece_bytes // (4 * a.shape[1]))
+    for start in range(0, len(cols), per_piece):
+        piece = cols[start : start + per_piece]
+        in_piece = torch.full((b.shape[0],), -1, dtype=torch.long)
+        in_piece[piece] = torch.arange(len(piece))
+        keep = in_piece[edge_cols] >= 0
+        skip = edge_rows[keep] * len(piece) + in_piece[edge_cols[keep]]  # row-major, sorted
+        new_r, new_c, piece_worst = _recheck_piece(a, b, sv, rows, piece, u, v, skip, k_add, tol, chunk_size)
+        found_rows.append(new_r)
+        found_cols.append(new_c)
+        worst[rows] = torch.minimum(worst[rows], piece_worst)
+    return torch.cat(found_rows), torch.cat(found_cols), worst
+
+
+def _recheck_piece(a, b, sv, rows, cols, u, v, skip, k_add, tol, chunk_size):
+    """:func:`recheck` on one column piece; ``skip`` holds the graph edges as block-local
+    ``row * len(cols) + col``. Returns new pairs and ``worst [len(rows)]``."""
     dev = a.device
-    scorer = Scorer(a[rows.to(dev)], b[cols.to(dev)], "fp32")
-    sq_a = exact_sq(a, rows)
-    sq_b = exact_sq(b, cols)
-    s = (sq_a - u[rows]).to(dev)
-    t = (sq_b - v[cols]).to(dev)
+    sq_a, sq_b = sv.sq_a[rows], sv.sq_b[cols]
+    scorer = Scorer(a, b[cols.to(dev)], "fp32", sq_a=sq_a, sq_b=sq_b, a_rows=rows)
     bound = scorer.bound
     p1, p2, q1, q2 = (x.to(dev) for x in (bound.p1, bound.p2, bound.q1, bound.q2))
     na, nb = sq_a.sqrt().to(dev), sq_b.sqrt().to(dev)
     # LB = s + t - 2 d^ - 2 e - slop (|s| + |t| + 4 |a||b|), in float32 (the slop covers it).
-    row_shift = (s - _SLOP * s.abs()).float()
-    col_shift = (t - _SLOP * t.abs()).float()
-    # Graph edges inside the block are skipped: they are feasible by construction.
-    in_block = torch.full((b.shape[0],), -1, dtype=torch.long)
-    in_block[cols] = torch.arange(len(cols))
-    block_row = torch.full((a.shape[0],), -1, dtype=torch.long)
-    block_row[rows] = torch.arange(len(rows))
-    inside = (block_row[edges.rows] >= 0) & (in_block[edges.cols] >= 0)
-    skip_r, skip_c = block_row[edges.rows[inside]], in_block[edges.cols[inside]]
-    skip_key = skip_r * len(cols) + skip_c  # sorted by row, since edges are row-major
+    s, t = sq_a - u[rows], sq_b - v[cols]
+    row_shift = (s - _SLOP * s.abs()).float().to(dev)
+    col_shift = (t - _SLOP * t.abs()).float().to(dev)
     kk = min(k_add, len(cols))
+    worst = torch.zeros(len(rows), dtype=torch.float64)
     keep_rows, keep_cols = [], []
     step = max(1, (chunk_size * b.shape[0]) // len(cols))
     for start in range(0, len(rows), step):
@@ -238,24 +269,16 @@ def recheck(
         err = torch.outer(p1[start:stop], q1).add_(torch.outer(p2[start:stop], q2)).mul_(2)
         err.add_(torch.outer(na[start:stop], nb).mul_(4 * _SLOP))
         lb.sub_(err.float())
-        lo, hi = torch.searchsorted(skip_key, torch.tensor([start * len(cols), stop * len(cols)]))
-        chunk_skip = skip_key[lo:hi]
-        lb[(chunk_skip // len(cols) - start).to(dev), (chunk_skip % len(cols)).to(dev)] = float("inf")
+        lo, hi = torch.searchsorted(skip, torch.tensor([start * len(cols), stop * len(cols)]))
+        here = skip[lo:hi]
+        lb[(here // len(cols) - start).to(dev), (here % len(cols)).to(dev)] = float("inf")
         val, idx = lb.topk(kk, dim=1, largest=False)
         val, idx = val.double().cpu(), idx.cpu()
-        worst[rows[start:stop]] = val[:, 0].clamp(max=0.0)
+        worst[start:stop] = val[:, 0].clamp(max=0.0)
         hit = val < -tol
         keep_rows.append(rows[start:stop, None].expand_as(idx)[hit])
         keep_cols.append(cols[idx[hit]])
     return torch.cat(keep_rows), torch.cat(keep_cols), worst
-
-
-def exact_sq(x: torch.Tensor, idx: torch.Tensor, batch: int = 4096) -> torch.Tensor:
-    """``[len(idx)]`` float64 (CPU) squared norms of the rows ``idx`` of ``x``."""
-    out = torch.empty(len(idx), dtype=torch.float64)
-    for s in range(0, len(idx), batch):
-        out[s : s + batch] = (x[idx[s : s + batch].to(x.device)].double() ** 2).sum(1).cpu()
-    return out
 
 
 def _exact_edges(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> lap.Edges:

@@ -65,8 +65,8 @@ def survey(
     """
     n_a, n_b = a.shape[0], b.shape[0]
     dev = a.device
-    scorer = Scorer(a, b, precision, seed=seed)
     sq_a, sq_b = sq_norms(a), sq_norms(b)
+    scorer = Scorer(a, b, precision, seed=seed, sq_a=sq_a, sq_b=sq_b)
     norm_a, norm_b = sq_a.sqrt(), sq_b.sqrt()
     inv_a = torch.where(norm_a > 0, 1 / norm_a, torch.zeros_like(norm_a)).float()
     inv_b = torch.where(norm_b > 0, 1 / norm_b, torch.zeros_like(norm_b)).float()
@@ -81,9 +81,7 @@ def survey(
         cos = scorer.chunk(s, e).mul_(inv_b[None, :]).mul_(inv_a[s:e, None])
         val, idx = cos.topk(kr, dim=1)
         row_cols[s:e], row_vals[s:e] = idx.cpu(), val.double().cpu()
-        val, idx = cos.topk(min(kc, e - s), dim=0)
-        col_vals, pick = torch.cat([col_vals, val]).topk(kc, dim=0)
-        col_rows = torch.cat([col_rows, idx + s]).gather(0, pick)
+        col_vals, col_rows = _merge_columns(col_vals, col_rows, cos, s)
     # Largest error on the cosine scale over each row's (column's) pairs: e_ij / (|a_i||b_j|).
     bound = scorer.bound
     na, nb = norm_a.double().cpu(), norm_b.double().cpu()
@@ -98,6 +96,40 @@ def survey(
     cols_b, rows_b, rho_b = _keep(col_vals, col_rows.T.cpu(), k, k_weak, n_a)
     rows, cols = torch.cat([rows_a, rows_b]), torch.cat([cols_a, cols_b])
     return Survey(rows, cols, rho_a, rho_b, sq_a.cpu(), sq_b.cpu())
+
+
+def _merge_columns(
+    vals: torch.Tensor, rows: torch.Tensor, cos: torch.Tensor, offset: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a chunk ``cos [m, n_b]`` (rows ``offset:offset + m``) into each column's running
+    best ``vals, rows [kc, n_b]`` (descending).
+
+    Only entries above a column's current worst kept value can enter, and after the first
+    chunks those are few: they are merged column by column instead of ranking the whole
+    chunk along its strided dimension (several times slower on CPU).
+    """
+    kc, n_b = vals.shape
+    hit_r, hit_c = (cos > vals[-1][None, :]).nonzero(as_tuple=True)
+    if len(hit_r) * 4 > cos.numel() or len(hit_r) == 0:
+        if len(hit_r) == 0:
+            return vals, rows
+        val, idx = cos.topk(min(kc, cos.shape[0]), dim=0)
+        vals, pick = torch.cat([vals, val]).topk(kc, dim=0)
+        return vals, torch.cat([rows, idx + offset]).gather(0, pick)
+    cols, count = torch.unique_consecutive(hit_c.sort(stable=True).values, return_counts=True)
+    order = torch.argsort(hit_c, stable=True)
+    hit_r, hit_c = hit_r[order], hit_c[order]
+    slot = torch.arange(len(hit_c), device=cos.device) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    where = torch.searchsorted(cols, hit_c)
+    depth = int(count.max())
+    new_vals = torch.full((depth, len(cols)), -float("inf"), device=cos.device)
+    new_rows = torch.zeros((depth, len(cols)), dtype=torch.long, device=cos.device)
+    new_vals[slot, where] = cos[hit_r, hit_c]
+    new_rows[slot, where] = hit_r + offset
+    merged, pick = torch.cat([vals[:, cols], new_vals]).topk(kc, dim=0)
+    vals[:, cols] = merged
+    rows[:, cols] = torch.cat([rows[:, cols], new_rows]).gather(0, pick)
+    return vals, rows
 
 
 def _keep(bounds: torch.Tensor, idx: torch.Tensor, k: int, k_weak: int, n_other: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,63 @@
+"""The rigorous pieces of the sparse solver: score error bounds and the survey's cosine bounds."""
+
+import pytest
+import torch
+
+from sae_lens_match.assignment.scores import Mixer, Scorer
+from sae_lens_match.assignment.survey import _merge_columns, survey
+
+
+def _sae_like(n: int, d: int, seed: int) -> torch.Tensor:
+    """Rows whose two halves differ in scale by a per-row factor, as folded SAE rows do."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.exp(torch.empty(n, 1).uniform_(-1.5, 1.5, generator=g))
+    x = torch.randn(n, 2 * d, generator=g)
+    return torch.cat([x[:, :d] * theta, x[:, d:] / theta], 1)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_score_error_bound_holds_for_every_pair(precision):
+    a, b = _sae_like(300, 40, 0), _sae_like(200, 40, 1)
+    scorer = Scorer(a, b, precision)
+    exact = a.double() @ b.double().T
+    approx = torch.cat([scorer.chunk(s, min(s + 64, 300)) for s in range(0, 300, 64)]).double()
+    bound = torch.outer(scorer.bound.p1, scorer.bound.q1) + torch.outer(scorer.bound.p2, scorer.bound.q2)
+    assert ((approx - exact).abs() <= bound).all()
+    # ... and is not vacuous: well below the dot products' own scale.
+    assert float((bound / torch.outer(a.norm(dim=1), b.norm(dim=1)).double()).max()) < (0.1 if precision == "int8" else 1e-3)
+
+
+def test_mixer_keeps_dot_products():
+    a, b = _sae_like(50, 100, 2), _sae_like(60, 100, 3)
+    mix = Mixer(a.shape[1], block=32, seed=5)
+    mixed = mix(a).double() @ mix(b).double().T
+    exact = a.double() @ b.double().T
+    scale = torch.outer(a.norm(dim=1), b.norm(dim=1)).double()
+    assert ((mixed - exact).abs() <= 3 * mix.delta * scale).all()
+
+
+def test_column_merge_equals_a_full_ranking():
+    g = torch.Generator().manual_seed(4)
+    full = torch.randn(700, 90, generator=g)
+    full[300:310] += 5.0  # a burst of new leaders: the fallback path
+    vals = torch.full((6, 90), -float("inf"))
+    rows = torch.zeros((6, 90), dtype=torch.long)
+    for s in range(0, 700, 100):
+        vals, rows = _merge_columns(vals, rows, full[s : s + 100].clone(), s)
+    want = full.topk(6, dim=0).values
+    torch.testing.assert_close(vals, want)
+    assert torch.equal(full.gather(0, rows), vals)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_survey_bounds_every_pair_it_leaves_out(precision):
+    a, b = _sae_like(250, 30, 5), _sae_like(320, 30, 6)
+    sv = survey(a, b, k=3, k_weak=9, precision=precision, chunk_size=64)
+    cos = (a.double() @ b.double().T) / torch.outer(a.double().norm(dim=1), b.double().norm(dim=1))
+    left_out = torch.ones_like(cos, dtype=torch.bool)
+    left_out[sv.rows, sv.cols] = False
+    bound = torch.minimum(sv.rho_a[:, None], sv.rho_b[None, :])
+    assert (cos[left_out] <= bound[left_out]).all()
+    # Rows whose best cosine does not stand out get k_weak candidates, the others k.
+    per_row = torch.bincount(sv.rows, minlength=250)
+    assert per_row.min() >= 3
