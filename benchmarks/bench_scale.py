@@ -1,15 +1,17 @@
 """Matching at scale: the sparse exact solver against the dense scipy path, side by side.
 
-For each width, a planted SAE pair (``make_stack``, ``d_in`` wide) is folded into the
-feature rows SAE Match compares (W_dec + W_enc + b_enc). Each solver then runs in its own
-process, so that its peak RSS is its own: the rows (float32, both sides) plus what the
-solver adds. Printed per size and solver: wall time, peak RSS, total cost, the per-phase
-split, and against dense (where dense fits in memory): relative cost difference, features
-assigned differently and what those differences cost. Dense is reported as refused where
-its matrix would not fit.
+For each width, a planted SAE pair (``make_stack``, ``d_in`` wide, 15 % of features without
+a counterpart) is folded into the feature rows SAE Match compares (W_dec + W_enc + b_enc).
+Each solver then runs in its own process, so that its peak RSS is its own: the rows
+(float32, both sides: 4.8 GB at 131k) plus what the solver adds. Printed per size and solver:
+wall time, peak RSS, total cost, the per-phase split (survey, assignment, optimality check)
+and the rechecked blocks, and against dense (where dense fits in memory): speed-up, relative
+cost difference, features assigned differently and what those differences cost. Dense is
+reported as refused where its matrix would not fit.
 
     python benchmarks/bench_scale.py                       # 16k: dense vs sparse
     python benchmarks/bench_scale.py --sizes 131072 --solvers sparse
+    python benchmarks/bench_scale.py --reuse dense         # dense figures from an earlier run
 
 Targets (issue #3): at 16k sparse >= 5x faster than dense, relative cost difference
 <= 1e-6; at 131k sparse <= 15 min and <= 8 GB peak RSS on a 2-core, 24 GB machine.

@@ -82,7 +82,8 @@ def _quantize(x: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def _int_mm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
-    """Exact int32 ``a @ b_t``; on CUDA ``_int_mm`` wants more than 16 rows."""
+    """Exact int32 ``a @ b_t``; on CUDA ``_int_mm`` wants more than 16 rows (and dimensions
+    in multiples of 8, which the callers' padding provides)."""
     if a.is_cuda and a.shape[0] <= 16:
         pad = torch.zeros((17 - a.shape[0], a.shape[1]), dtype=a.dtype, device=a.device)
         return torch._int_mm(torch.cat([a, pad]), b_t)[: a.shape[0]]
@@ -133,13 +134,13 @@ class Scorer:
             self.mixer = Mixer(a.shape[1], seed=seed, device=a.device)
             self.width = -(-self.mixer.width // 8) * 8
             n_b = b.shape[0]
-            self.b_t = torch.empty((n_b, self.width), dtype=torch.int8, device=b.device)
+            # CUDA's int8 matmul wants both output dimensions in multiples of 8: pad B with zeros.
+            self.b_t = torch.zeros((-(-n_b // 8) * 8, self.width), dtype=torch.int8, device=b.device)
             self.b_scale = torch.empty(n_b, dtype=torch.float32, device=b.device)
             b_hat, b_err = torch.empty_like(b_norm), torch.empty_like(b_norm)
             for s in range(0, n_b, chunk):
-                self.b_t[s : s + chunk], self.b_scale[s : s + chunk], b_hat[s : s + chunk], b_err[s : s + chunk] = _quantize(
-                    self.mixer(b[s : s + chunk]), self.width
-                )
+                e = min(s + chunk, n_b)
+                self.b_t[s:e], self.b_scale[s:e], b_hat[s:e], b_err[s:e] = _quantize(self.mixer(b[s:e]), self.width)
             self.b_t = self.b_t.T
             a_hat, a_err = torch.empty_like(a_norm), torch.empty_like(a_norm)
             for s in range(0, a.shape[0], chunk):
@@ -163,5 +164,6 @@ class Scorer:
         a = self.a[start:stop] if self.a_rows is None else self.a[self.a_rows[start:stop]]
         if self.precision == "int8":
             q, scale, _, _ = _quantize(self.mixer(a), self.width)
-            return _int_mm(q, self.b_t).float().mul_(self.b_scale[None, :]).mul_(scale[:, None])
+            dots = _int_mm(q, self.b_t)[:, : len(self.b_scale)]
+            return dots.float().mul_(self.b_scale[None, :]).mul_(scale[:, None])
         return a.float() @ self.b_t

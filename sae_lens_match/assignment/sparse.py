@@ -170,15 +170,22 @@ def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, chunk_siz
         the columns of the strip's unproven pairs.
     """
     s, t = sv.sq_a - u, sv.sq_b - v
-    na, nb = sv.sq_a.sqrt(), sv.sq_b.sqrt()
-    # Rounding allowance of the float64 test itself, relative to the magnitudes involved.
+    # Rounding allowance of the float64 tests, relative to the magnitudes involved.
     slop_a, slop_b = 1e-12 * (s.abs() + sv.sq_a), 1e-12 * (t.abs() + sv.sq_b)
     weak_rows = (s < sv.rho_a.clamp(min=0) * sv.sq_a - slop_a).nonzero().squeeze(1)
     weak_cols = (t < sv.rho_b.clamp(min=0) * sv.sq_b - slop_b).nonzero().squeeze(1)
+    # The strips are tested in float32, which may only report too much: each side's
+    # threshold is raised by 16 float32 roundings of the magnitudes it stands for
+    # (2 |a||b| <= |a|^2 + |b|^2 splits the product's share between the sides).
+    lift_a = (2.0**-20 * (s.abs() + sv.sq_a) - slop_a - tol / 2).float()
+    lift_b = (2.0**-20 * (t.abs() + sv.sq_b) - slop_b - tol / 2).float()
+    s32, t32 = s.float() - lift_a, t.float() - lift_b
+    na, nb2 = sv.sq_a.sqrt().float(), (2 * sv.sq_b.sqrt()).float()
+    rho_a, rho_b = sv.rho_a.float(), sv.rho_b.float()
 
     def failing(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        margin = s[r, None] + t[None, c] - 2 * na[r, None] * nb[None, c] * torch.minimum(sv.rho_a[r, None], sv.rho_b[None, c])
-        return margin < -tol - slop_a[r, None] - slop_b[None, c]
+        bound = torch.minimum(rho_a[r, None], rho_b[None, c]).mul_(nb2[None, c]).mul_(na[r, None])
+        return torch.add(s32[r, None], t32[None, c]).sub_(bound) < 0
 
     blocks = []
     for weak, n_other, by_rows in ((weak_rows, len(t), True), (weak_cols, len(s), False)):
@@ -238,14 +245,14 @@ def recheck(
         in_piece[piece] = torch.arange(len(piece))
         keep = in_piece[edge_cols] >= 0
         skip = edge_rows[keep] * len(piece) + in_piece[edge_cols[keep]]  # row-major, sorted
-        new_r, new_c, piece_worst = _recheck_piece(a, b, sv, rows, piece, u, v, skip, k_add, tol, chunk_size)
+        new_r, new_c, piece_worst = _recheck_piece(a, b, sv, rows, piece, u, v, skip, k_add, tol, chunk_size, piece_bytes)
         found_rows.append(new_r)
         found_cols.append(new_c)
         worst[rows] = torch.minimum(worst[rows], piece_worst)
     return torch.cat(found_rows), torch.cat(found_cols), worst
 
 
-def _recheck_piece(a, b, sv, rows, cols, u, v, skip, k_add, tol, chunk_size):
+def _recheck_piece(a, b, sv, rows, cols, u, v, skip, k_add, tol, chunk_size, piece_bytes):
     """:func:`recheck` on one column piece; ``skip`` holds the graph edges as block-local
     ``row * len(cols) + col``. Returns new pairs and ``worst [len(rows)]``."""
     dev = a.device
@@ -261,7 +268,8 @@ def _recheck_piece(a, b, sv, rows, cols, u, v, skip, k_add, tol, chunk_size):
     kk = min(k_add, len(cols))
     worst = torch.zeros(len(rows), dtype=torch.float64)
     keep_rows, keep_cols = [], []
-    step = max(1, (chunk_size * b.shape[0]) // len(cols))
+    # Score blocks near chunk_size x n_b, and gathered rows of A within piece_bytes.
+    step = max(1, min((chunk_size * b.shape[0]) // len(cols), piece_bytes // (4 * a.shape[1])))
     for start in range(0, len(rows), step):
         stop = min(start + step, len(rows))
         lb = scorer.chunk(start, stop).mul_(-2)
