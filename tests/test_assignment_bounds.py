@@ -21,6 +21,9 @@ def test_score_error_bound_holds_for_every_pair(precision):
     scorer = Scorer(a, b, precision)
     exact = a.double() @ b.double().T
     approx = torch.cat([scorer.chunk(s, min(s + 64, 300)) for s in range(0, 300, 64)]).double()
+    # Scaled chunks are the same scores, scaled.
+    row, col = torch.rand(64), torch.rand(200)
+    torch.testing.assert_close(scorer.chunk(0, 64, row_scale=row, col_scale=col), (approx[:64] * row[:, None] * col).float())
     bound = torch.outer(scorer.bound.p1, scorer.bound.q1) + torch.outer(scorer.bound.p2, scorer.bound.q2)
     assert ((approx - exact).abs() <= bound).all()
     # ... and is not vacuous: well below the dot products' own scale.

@@ -142,11 +142,9 @@ class Scorer:
                 e = min(s + chunk, n_b)
                 self.b_t[s:e], self.b_scale[s:e], b_hat[s:e], b_err[s:e] = _quantize(self.mixer(b[s:e]), self.width)
             self.b_t = self.b_t.T
-            a_hat, a_err = torch.empty_like(a_norm), torch.empty_like(a_norm)
-            for s in range(0, a.shape[0], chunk):
-                _, _, a_hat[s : s + chunk], a_err[s : s + chunk] = _quantize(self.mixer(a[s : s + chunk]), self.width)
+            # A's rounding is measured as its chunks are scored (see :attr:`bound`).
+            a_hat, a_err = torch.full_like(a_norm, float("nan")), torch.full_like(a_norm, float("nan"))
             # The mixing itself moves each row by at most delta |x|.
-            a_err += self.mixer.delta * a_norm
             b_err += self.mixer.delta * b_norm
             gamma = 0.0
         else:
@@ -154,16 +152,33 @@ class Scorer:
             a_hat, b_hat = a_norm, b_norm
             a_err, b_err = torch.zeros_like(a_norm), torch.zeros_like(b_norm)
             gamma = a.shape[1] * _U32 / (1 - a.shape[1] * _U32)
-        cpu = lambda t: t.double().cpu()  # noqa: E731
-        x, big_x, y, big_y = cpu(a_err), cpu(a_hat), cpu(b_err), cpu(b_hat)
-        # e = x Y + X y + x y + (gamma + slop) X Y = x (Y + y) + X (y + (gamma + slop) Y).
-        self.bound = ErrorBound(p1=x, q1=big_y + y, p2=big_x, q2=y + (gamma + _SLOP) * big_y)
+        self._a_norm, self._a_hat, self._a_err = a_norm, a_hat, a_err
+        self._b_hat, self._b_err, self._gamma = b_hat, b_err, gamma
 
-    def chunk(self, start: int, stop: int) -> torch.Tensor:
-        """``[stop - start, n_b]`` float32 ``d^`` for rows ``start:stop`` of A."""
+    @property
+    def bound(self) -> ErrorBound:
+        """The error bound of every pair; with int8, valid once every row of A was scored."""
+        if torch.isnan(self._a_hat).any():
+            raise RuntimeError("Score every row of A before asking for the int8 error bound.")
+        cpu = lambda t: t.double().cpu()  # noqa: E731
+        x, big_x, y, big_y = cpu(self._a_err), cpu(self._a_hat), cpu(self._b_err), cpu(self._b_hat)
+        # e = x Y + X y + x y + (gamma + slop) X Y = x (Y + y) + X (y + (gamma + slop) Y).
+        return ErrorBound(p1=x, q1=big_y + y, p2=big_x, q2=y + (self._gamma + _SLOP) * big_y)
+
+    def chunk(
+        self, start: int, stop: int, row_scale: torch.Tensor | None = None, col_scale: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``[stop - start, n_b]`` float32 ``d^`` for rows ``start:stop`` of A, times
+        ``row_scale [stop - start]`` and ``col_scale [n_b]`` when given (one pass each)."""
         a = self.a[start:stop] if self.a_rows is None else self.a[self.a_rows[start:stop]]
         if self.precision == "int8":
-            q, scale, _, _ = _quantize(self.mixer(a), self.width)
-            dots = _int_mm(q, self.b_t)[:, : len(self.b_scale)]
-            return dots.float().mul_(self.b_scale[None, :]).mul_(scale[:, None])
-        return a.float() @ self.b_t
+            q, scale, self._a_hat[start:stop], err = _quantize(self.mixer(a), self.width)
+            self._a_err[start:stop] = err + self.mixer.delta * self._a_norm[start:stop]
+            dots = _int_mm(q, self.b_t)[:, : len(self.b_scale)].float()
+            col = self.b_scale if col_scale is None else self.b_scale * col_scale
+            row = scale if row_scale is None else scale * row_scale
+            return dots.mul_(col[None, :]).mul_(row[:, None])
+        dots = a.float() @ self.b_t
+        if col_scale is not None:
+            dots.mul_(col_scale[None, :])
+        return dots if row_scale is None else dots.mul_(row_scale[:, None])

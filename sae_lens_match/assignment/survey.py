@@ -78,7 +78,7 @@ def survey(
     col_rows = torch.zeros((kc, n_b), dtype=torch.long, device=dev)
     for s in tqdm(range(0, n_a, chunk_size), desc="survey", disable=not progress, leave=False):
         e = min(s + chunk_size, n_a)
-        cos = scorer.chunk(s, e).mul_(inv_b[None, :]).mul_(inv_a[s:e, None])
+        cos = scorer.chunk(s, e, row_scale=inv_a[s:e], col_scale=inv_b)
         val, idx = cos.topk(kr, dim=1)
         row_cols[s:e], row_vals[s:e] = idx.cpu(), val.double().cpu()
         col_vals, col_rows = _merge_columns(col_vals, col_rows, cos, s)
