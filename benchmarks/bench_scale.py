@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 TARGET_SPEEDUP = 5.0
+TARGET_SPEEDUP_FROM = 16384  # the issue asks for the speed-up at 16k
 TARGET_REL_DIFF = 1e-6
 TARGET_MINUTES = {131072: 15.0}
 TARGET_RSS_GIB = {131072: 8.0}
@@ -122,7 +123,7 @@ def report(d_sae: int, results: dict[str, dict]) -> list[str]:
         speedup = dense["wall_s"] / sparse["wall_s"]
         print(f"  sparse vs dense: speed-up {speedup:.2f}x | relative cost difference {rel:.2e} | "
               f"{int(differ.sum())} features assigned differently, costing {swap_cost:+.3g} in total (ties)")
-        if speedup < TARGET_SPEEDUP:
+        if d_sae >= TARGET_SPEEDUP_FROM and speedup < TARGET_SPEEDUP:
             missed.append(f"speedup at {d_sae}: {speedup:.1f}x < {TARGET_SPEEDUP}x")
         if rel > TARGET_REL_DIFF:
             missed.append(f"relative cost difference at {d_sae}: {rel:.2e} > {TARGET_REL_DIFF}")
