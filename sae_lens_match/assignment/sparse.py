@@ -259,8 +259,9 @@ def _recheck_piece(a, b, sv, rows, cols, u, v, skip, k_add, tol, chunk_size, pie
     sq_a, sq_b = sv.sq_a[rows], sv.sq_b[cols]
     scorer = Scorer(a, b[cols.to(dev)], "fp32", sq_a=sq_a, sq_b=sq_b, a_rows=rows)
     bound = scorer.bound
-    p1, p2, q1, q2 = (x.to(dev) for x in (bound.p1, bound.p2, bound.q1, bound.q2))
-    na, nb = sq_a.sqrt().to(dev), sq_b.sqrt().to(dev)
+    # float32 factors: rounding them moves the bound by ~2^-24 of itself, far inside the slop term.
+    p1, p2, q1, q2 = (x.float().to(dev) for x in (bound.p1, bound.p2, bound.q1, bound.q2))
+    na, nb = sq_a.sqrt().float().to(dev), sq_b.sqrt().float().to(dev)
     # LB = s + t - 2 d^ - 2 e - slop (|s| + |t| + 4 |a||b|), in float32 (the slop covers it).
     s, t = sq_a - u[rows], sq_b - v[cols]
     row_shift = (s - _SLOP * s.abs()).float().to(dev)
@@ -274,9 +275,8 @@ def _recheck_piece(a, b, sv, rows, cols, u, v, skip, k_add, tol, chunk_size, pie
         stop = min(start + step, len(rows))
         lb = scorer.chunk(start, stop).mul_(-2)
         lb.add_(row_shift[start:stop, None]).add_(col_shift[None, :])
-        err = torch.outer(p1[start:stop], q1).add_(torch.outer(p2[start:stop], q2)).mul_(2)
-        err.add_(torch.outer(na[start:stop], nb).mul_(4 * _SLOP))
-        lb.sub_(err.float())
+        err = torch.outer(p1[start:stop], q1).addr_(p2[start:stop], q2).mul_(2)
+        lb.sub_(err.addr_(na[start:stop], nb, alpha=4 * _SLOP))
         lo, hi = torch.searchsorted(skip, torch.tensor([start * len(cols), stop * len(cols)]))
         here = skip[lo:hi]
         lb[(here // len(cols) - start).to(dev), (here % len(cols)).to(dev)] = float("inf")
