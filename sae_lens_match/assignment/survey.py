@@ -109,13 +109,16 @@ def _merge_columns(
     chunk along its strided dimension (several times slower on CPU).
     """
     kc, n_b = vals.shape
-    hit_r, hit_c = (cos > vals[-1][None, :]).nonzero(as_tuple=True)
-    if len(hit_r) * 4 > cos.numel() or len(hit_r) == 0:
-        if len(hit_r) == 0:
-            return vals, rows
+    hits = cos > vals[-1][None, :]
+    n_hits = int(hits.sum())
+    if n_hits == 0:
+        return vals, rows
+    if n_hits * 4 > cos.numel():  # early chunks: rank them whole
         val, idx = cos.topk(min(kc, cos.shape[0]), dim=0)
         vals, pick = torch.cat([vals, val]).topk(kc, dim=0)
         return vals, torch.cat([rows, idx + offset]).gather(0, pick)
+    hit_r, hit_c = hits.nonzero(as_tuple=True)
+    del hits
     cols, count = torch.unique_consecutive(hit_c.sort(stable=True).values, return_counts=True)
     order = torch.argsort(hit_c, stable=True)
     hit_r, hit_c = hit_r[order], hit_c[order]
