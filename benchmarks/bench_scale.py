@@ -5,7 +5,7 @@ a counterpart) is folded into the feature rows SAE Match compares (W_dec + W_enc
 Each solver then runs in its own process, so that its peak RSS is its own: the rows
 (float32, both sides: 4.8 GB at 131k) plus what the solver adds. Printed per size and solver:
 wall time, peak RSS, total cost, the per-phase split (survey, assignment, optimality check)
-and the rechecked blocks, and against dense (where dense fits in memory): speed-up, relative
+and the pairs rescored per round, and against dense (where dense fits in memory): speed-up, relative
 cost difference, features assigned differently and what those differences cost. Dense is
 reported as refused where its matrix would not fit.
 

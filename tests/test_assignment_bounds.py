@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sae_lens_match.assignment.scores import Mixer, Scorer
+from sae_lens_match.assignment import survey as survey_module
 from sae_lens_match.assignment.survey import _merge_columns, survey
 
 
@@ -28,6 +29,19 @@ def test_score_error_bound_holds_for_every_pair(precision):
     assert ((approx - exact).abs() <= bound).all()
     # ... and is not vacuous: well below the dot products' own scale.
     assert float((bound / torch.outer(a.norm(dim=1), b.norm(dim=1)).double()).max()) < (0.1 if precision == "int8" else 1e-3)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_survey_in_column_blocks_equals_one_pass(precision, monkeypatch):
+    a, b = _sae_like(150, 30, 7), _sae_like(203, 30, 8)
+    whole = survey(a, b, k=3, k_weak=9, precision=precision, chunk_size=64)
+    # Blocks narrower than a row's candidate list, and a ragged last block.
+    monkeypatch.setattr(survey_module, "_BLOCK", 8)
+    blocked = survey(a, b, k=3, k_weak=9, precision=precision, chunk_size=64)
+    pairs = lambda sv: torch.unique(sv.rows * 203 + sv.cols)  # noqa: E731
+    assert torch.equal(pairs(whole), pairs(blocked))
+    torch.testing.assert_close(whole.rho_a, blocked.rho_a, rtol=0, atol=1e-6 if precision == "fp32" else 0)
+    torch.testing.assert_close(whole.rho_b, blocked.rho_b, rtol=0, atol=1e-6 if precision == "fp32" else 0)
 
 
 def test_mixer_keeps_dot_products():

@@ -100,7 +100,7 @@ def sparse_assign(
     cap_u = sv.sq_a * (1 - sv.rho_a.clamp(min=0))
     cap_v = sv.sq_b * (1 - sv.rho_b.clamp(min=0))
     tick("survey")
-    stats = {"candidate_edges": len(edges), "rounds": 0, "completion_edges": 0, "rechecked_blocks": []}
+    stats = {"candidate_edges": len(edges), "rounds": 0, "completion_edges": 0, "rescored_pairs": []}
     proven = False
     bar = tqdm(total=max_rounds, desc="optimality check", disable=not progress, leave=False)
     while True:
@@ -116,17 +116,20 @@ def sparse_assign(
         stats["rounds"] += 1
         new_rows, new_cols = [], []
         worst = torch.zeros(n_a, dtype=torch.float64)
-        # Smallest block first. Once one turns up many violations (early rounds, when the
-        # graph is still far from optimal), the others wait for better duals, except in the
-        # last round, whose gap bound needs every block.
-        for rows, cols in sorted(unproven(sv, u, v, tol, chunk_size), key=lambda rc: len(rc[0]) * len(rc[1])):
-            stats["rechecked_blocks"].append([stats["rounds"], len(rows), len(cols)])
-            found_rows, found_cols, block_worst = recheck(a, b, sv, rows, cols, u, v, edges, k_add=k_add, tol=tol, chunk_size=chunk_size)
-            new_rows.append(found_rows)
-            new_cols.append(found_cols)
-            worst = torch.minimum(worst, block_worst)
-            if len(found_rows.unique()) * 100 >= n_a and stats["rounds"] < max_rounds:
+        rescored = 0
+        # Smaller strip first. Once it turns up many violations (early rounds, when the graph
+        # is still far from optimal), the other waits for better duals, except in the last
+        # round, whose gap bound needs every pair.
+        for strip in sorted(unproven(sv, u, v, tol), key=lambda blocks: sum(len(r) * len(c) for r, c in blocks)):
+            for rows, cols in strip:
+                rescored += len(rows) * len(cols)
+                found_rows, found_cols, block_worst = recheck(a, b, sv, rows, cols, u, v, edges, k_add=k_add, tol=tol, chunk_size=chunk_size)
+                new_rows.append(found_rows)
+                new_cols.append(found_cols)
+                worst = torch.minimum(worst, block_worst)
+            if int((worst < -tol).sum()) * 100 >= n_a and stats["rounds"] < max_rounds:
                 break
+        stats["rescored_pairs"].append(rescored)
         new_rows, new_cols = torch.cat(new_rows or [torch.empty(0, dtype=torch.long)]), torch.cat(new_cols or [torch.empty(0, dtype=torch.long)])
         tick("optimality_check")
         bar.update(1)
@@ -155,19 +158,20 @@ def sparse_assign(
     return Assignment(cols=match, sq_dist=sq_dist, info=info)
 
 
-def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, chunk_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, group: int = 4096) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
     """Blocks holding every pair the survey's bound cannot prove has a reduced cost ``>= -tol``.
 
     A pair is proven if ``s_i + t_j >= 2 |a_i||b_j| min(rho_i, rho'_j)``. That holds for every
     pair whose row has ``s_i >= rho_i+ |a_i|^2`` and whose column has ``t_j >= rho'_j+ |b_j|^2``
-    (``x+ = max(x, 0)``; ``2xy <= x^2 + y^2``), so only two strips are tested pair by pair:
-    the other rows against all columns, and all rows against the other columns. Candidates
-    are tested too (their bound does not hold, so they may be reported; the recheck skips
-    graph edges).
+    (``x+ = max(x, 0)``; ``2xy <= x^2 + y^2``), so only two strips are tested: the other rows
+    against all columns, and all rows against the other columns. Each strip is sorted (rows
+    by ``s``, columns by ``t``) and cut into tiles; a tile whose extreme values prove it is
+    skipped, the others are tested pair by pair. Candidates are tested too (their bound does
+    not hold, so they may be reported; the recheck skips graph edges).
 
     Returns:
-        Up to two ``(rows, cols)`` blocks of int64 indices (CPU), one per strip: the rows and
-        the columns of the strip's unproven pairs.
+        Per strip with unproven pairs, ``(rows, cols)`` blocks of int64 indices (CPU), one per
+        ``group`` sorted rows: the rows and the columns of the group's unproven pairs.
     """
     s, t = sv.sq_a - u, sv.sq_b - v
     # Rounding allowance of the float64 tests, relative to the magnitudes involved.
@@ -179,28 +183,54 @@ def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, chunk_siz
     # (2 |a||b| <= |a|^2 + |b|^2 splits the product's share between the sides).
     lift_a = (2.0**-20 * (s.abs() + sv.sq_a) - slop_a - tol / 2).float()
     lift_b = (2.0**-20 * (t.abs() + sv.sq_b) - slop_b - tol / 2).float()
-    s32, t32 = s.float() - lift_a, t.float() - lift_b
-    na, nb2 = sv.sq_a.sqrt().float(), (2 * sv.sq_b.sqrt()).float()
-    rho_a, rho_b = sv.rho_a.float(), sv.rho_b.float()
+    row = (s.float() - lift_a, sv.sq_a.sqrt().float(), sv.rho_a.float())
+    col = (t.float() - lift_b, (2 * sv.sq_b.sqrt()).float(), sv.rho_b.float())
+    strips = [(weak_rows, torch.arange(len(t))), (torch.arange(len(s)), weak_cols)]
+    strips = [_unproven_strip(_tiles(r, *row), _tiles(c, *col), group) for r, c in strips if len(r) and len(c)]
+    return [blocks for blocks in strips if blocks]
 
-    def failing(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        bound = torch.minimum(rho_a[r, None], rho_b[None, c]).mul_(nb2[None, c]).mul_(na[r, None])
-        return torch.add(s32[r, None], t32[None, c]).sub_(bound) < 0
 
+_TILE = 128
+# Elements tested at once: a few MiB of float32 stay in cache across the test's passes.
+_TEST_ELEMENTS = 1 << 22
+
+
+def _tiles(idx: torch.Tensor, shift: torch.Tensor, norm: torch.Tensor, rho: torch.Tensor):
+    """Points ``idx`` sorted by ``shift``, their per-point ``(shift, norm, rho)`` and, per tile of
+    :data:`_TILE`, the values that bound every pair of the tile: least shift, largest norm and rho."""
+    idx = idx[torch.argsort(shift[idx])]
+    pad = -len(idx) % _TILE
+    tile = [torch.cat([x[idx], x.new_full((pad,), fill)]).view(-1, _TILE) for x, fill in ((shift, float("inf")), (norm, 0.0), (rho, -1.0))]
+    return idx, (shift, norm, rho), (tile[0].amin(1), tile[1].amax(1), tile[2].amax(1))
+
+
+def _failing(r: tuple, c: tuple) -> torch.Tensor:
+    """``s_i + t_j < |a_i| 2|b_j| min(rho_i, rho'_j)`` in float32, rows ``r`` x columns ``c``
+    given as ``(shift, norm, rho)``. Rounding is monotone, so tile extremes bound their pairs."""
+    bound = torch.minimum(r[2][:, None], c[2][None, :]).clamp_(min=0).mul_(c[1][None, :]).mul_(r[1][:, None])
+    return torch.add(r[0][:, None], c[0][None, :]).sub_(bound) < 0
+
+
+def _unproven_strip(rows, cols, group: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    (row_idx, row_vals, row_tiles), (col_idx, col_vals, col_tiles) = rows, cols
+    maybe = _failing(row_tiles, col_tiles)  # [row tiles, column tiles]
     blocks = []
-    for weak, n_other, by_rows in ((weak_rows, len(t), True), (weak_cols, len(s), False)):
-        everything = torch.arange(n_other)
-        step = max(1, chunk_size * len(t) // n_other // 2)
-        bad_weak = torch.zeros(len(weak), dtype=torch.bool)
-        bad_other = torch.zeros(n_other, dtype=torch.bool)
-        for i in range(0, len(weak), step):
-            part = weak[i : i + step]
-            fail = failing(part, everything) if by_rows else failing(everything, part).T
-            bad_weak[i : i + step] = fail.any(1)
-            bad_other |= fail.any(0)
-        if bad_weak.any():
-            block = (weak[bad_weak], bad_other.nonzero().squeeze(1))
-            blocks.append(block if by_rows else block[::-1])
+    per_group = max(1, group // _TILE)
+    for g in range(0, maybe.shape[0], per_group):
+        col_tiles_hit = maybe[g : g + per_group].any(0).nonzero().squeeze(1)
+        if not len(col_tiles_hit):
+            continue
+        r = row_idx[g * _TILE : (g + per_group) * _TILE]
+        c = col_idx[(col_tiles_hit[:, None] * _TILE + torch.arange(_TILE)).flatten().clamp_max(len(col_idx) - 1)].unique()
+        bad_r, bad_c = torch.zeros(len(r), dtype=torch.bool), torch.zeros(len(c), dtype=torch.bool)
+        c_vals = tuple(x[c] for x in col_vals)
+        step = max(1, _TEST_ELEMENTS // len(c))
+        for i in range(0, len(r), step):
+            fail = _failing(tuple(x[r[i : i + step]] for x in row_vals), c_vals)
+            bad_r[i : i + step] = fail.any(1)
+            bad_c |= fail.any(0)
+        if bad_r.any():
+            blocks.append((r[bad_r].sort().values, c[bad_c]))
     return blocks
 
 
@@ -244,7 +274,7 @@ def recheck(
         in_piece = torch.full((b.shape[0],), -1, dtype=torch.long)
         in_piece[piece] = torch.arange(len(piece))
         keep = in_piece[edge_cols] >= 0
-        skip = edge_rows[keep] * len(piece) + in_piece[edge_cols[keep]]  # row-major, sorted
+        skip = (edge_rows[keep] * len(piece) + in_piece[edge_cols[keep]]).sort().values  # row-major
         new_r, new_c, piece_worst = _recheck_piece(a, b, sv, rows, piece, u, v, skip, k_add, tol, chunk_size, piece_bytes)
         found_rows.append(new_r)
         found_cols.append(new_c)

@@ -20,6 +20,9 @@ from tqdm.auto import tqdm
 
 from sae_lens_match.assignment.scores import Scorer, sq_norms
 
+# Columns scored at once: a chunk's block stays in cache for the passes that rank it.
+_BLOCK = 8192
+
 
 @dataclass(frozen=True)
 class Survey:
@@ -78,10 +81,15 @@ def survey(
     col_rows = torch.zeros((kc, n_b), dtype=torch.long, device=dev)
     for s in tqdm(range(0, n_a, chunk_size), desc="survey", disable=not progress, leave=False):
         e = min(s + chunk_size, n_a)
-        cos = scorer.chunk(s, e, row_scale=inv_a[s:e], col_scale=inv_b)
-        val, idx = cos.topk(kr, dim=1)
-        row_cols[s:e], row_vals[s:e] = idx.cpu(), val.double().cpu()
-        col_vals, col_rows = _merge_columns(col_vals, col_rows, cos, s)
+        vals, idxs = [], []
+        for c0, cos in scorer.column_blocks(s, e, row_scale=inv_a[s:e], col_scale=inv_b, width=_BLOCK):
+            c1 = c0 + cos.shape[1]
+            val, idx = cos.topk(min(kr, cos.shape[1]), dim=1)
+            vals.append(val)
+            idxs.append(idx + c0)
+            col_vals[:, c0:c1], col_rows[:, c0:c1] = _merge_columns(col_vals[:, c0:c1], col_rows[:, c0:c1], cos, s)
+        val, pick = torch.cat(vals, 1).topk(kr, dim=1)
+        row_cols[s:e], row_vals[s:e] = torch.cat(idxs, 1).gather(1, pick).cpu(), val.double().cpu()
     # Largest error on the cosine scale over each row's (column's) pairs: e_ij / (|a_i||b_j|).
     bound = scorer.bound
     na, nb = norm_a.double().cpu(), norm_b.double().cpu()
@@ -119,9 +127,9 @@ def _merge_columns(
         return vals, torch.cat([rows, idx + offset]).gather(0, pick)
     hit_r, hit_c = hits.nonzero(as_tuple=True)
     del hits
-    cols, count = torch.unique_consecutive(hit_c.sort(stable=True).values, return_counts=True)
     order = torch.argsort(hit_c, stable=True)
     hit_r, hit_c = hit_r[order], hit_c[order]
+    cols, count = torch.unique_consecutive(hit_c, return_counts=True)
     slot = torch.arange(len(hit_c), device=cos.device) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
     where = torch.searchsorted(cols, hit_c)
     depth = int(count.max())
