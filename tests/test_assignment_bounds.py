@@ -78,3 +78,26 @@ def test_survey_bounds_every_pair_it_leaves_out(precision):
     # Rows whose best cosine does not stand out get k_weak candidates, the others k.
     per_row = torch.bincount(sv.rows, minlength=250)
     assert per_row.min() >= 3
+
+
+def test_proof_blocks_cover_every_pair_the_bound_cannot_settle(monkeypatch):
+    from sae_lens_match.assignment import sparse
+
+    a, b = _sae_like(300, 20, 9), _sae_like(410, 20, 10)
+    sv = survey(a, b, k=2, k_weak=4, precision="fp32", chunk_size=64)
+    # Duals that leave many pairs unsettled: potentials at random fractions of the norms.
+    g = torch.Generator().manual_seed(11)
+    u = sv.sq_a * torch.rand(300, generator=g, dtype=torch.float64)
+    v = sv.sq_b * torch.rand(410, generator=g, dtype=torch.float64) - sv.sq_b / 2
+    s, t = sv.sq_a - u, sv.sq_b - v
+    bound = 2 * torch.outer(sv.sq_a.sqrt(), sv.sq_b.sqrt()) * torch.minimum(sv.rho_a[:, None], sv.rho_b[None, :]).clamp(min=0)
+    unsettled = s[:, None] + t[None, :] < bound
+    assert 0 < int(unsettled.sum()) < unsettled.numel()
+    # Small tiles and groups: many tiles skipped, many groups.
+    monkeypatch.setattr(sparse, "_TILE", 8)
+    covered = torch.zeros_like(unsettled)
+    for strip in sparse.unproven(sv, u, v, tol=0.0, group=32):
+        for rows, cols in strip:
+            covered[rows[:, None], cols[None, :]] = True
+    assert covered[unsettled].all()
+    assert covered.sum() < covered.numel()  # and the tiles did leave pairs out
