@@ -212,6 +212,8 @@ def _failing(r: tuple, c: tuple) -> torch.Tensor:
 
 
 def _unproven_strip(rows, cols, group: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One strip's blocks, a block per ``group`` sorted rows; ``rows`` and ``cols`` come from
+    :func:`_tiles`. Column tiles no row tile of the group can fail with are never tested."""
     (row_idx, row_vals, row_tiles), (col_idx, col_vals, col_tiles) = rows, cols
     maybe = _failing(row_tiles, col_tiles)  # [row tiles, column tiles]
     blocks = []
