@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from sae_lens_match.assignment.scores import Mixer, Scorer
+from sae_lens_match.assignment import sparse
 from sae_lens_match.assignment import survey as survey_module
+from sae_lens_match.assignment.scores import Mixer, Scorer
 from sae_lens_match.assignment.survey import _merge_columns, survey
 
 
@@ -81,8 +82,6 @@ def test_survey_bounds_every_pair_it_leaves_out(precision):
 
 
 def test_proof_blocks_cover_every_pair_the_bound_cannot_settle(monkeypatch):
-    from sae_lens_match.assignment import sparse
-
     a, b = _sae_like(300, 20, 9), _sae_like(410, 20, 10)
     sv = survey(a, b, k=2, k_weak=4, precision="fp32", chunk_size=64)
     # Duals that leave many pairs unsettled: potentials at random fractions of the norms.
