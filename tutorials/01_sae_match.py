@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from sae_lens_match import Matching, compose_all, feature_paths, fold, match, match_layers
-from sae_lens_match.synthetic import make_stack
+from sae_lens_match.matching import make_stack
 
 torch.manual_seed(0)
 stack = make_stack(n_layers=5, d_in=64, d_sae=512, seed=0)

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from sae_lens_match.assignment.memory import available_bytes, dense_bytes
+from sae_lens_match.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,12 @@ class Assignment:
 # A solver takes (a [n_a, D], b [n_b, D]) with n_a <= n_b, both float on one device, and
 # returns an Assignment in which every row of A is assigned.
 Solver = Callable[..., Assignment]
-SOLVERS: dict[str, Solver] = {}
+SOLVERS: Registry[str, Solver] = Registry("assignment solver")
 
 
 def register_solver(name: str, solver: Solver) -> None:
-    """Register an assignment solver under ``name`` (SAELens registry style)."""
-    if name in SOLVERS and SOLVERS[name] is not solver:
-        raise ValueError(f"An assignment solver named {name!r} is already registered.")
-    SOLVERS[name] = solver
+    """Register an assignment solver under ``name``."""
+    SOLVERS.register(name, solver)
 
 
 def _check_points(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -76,14 +75,13 @@ def assign(a: torch.Tensor, b: torch.Tensor, *, solver: str = "auto", **options)
     _check_points(a, b)
     if solver == "auto":
         solver = pick_solver(a.shape[0], b.shape[0])
-    if solver not in SOLVERS:
-        raise ValueError(f"Unknown assignment solver {solver!r}; registered: {sorted(SOLVERS)}.")
+    solve = SOLVERS.get(solver)
     if a.shape[0] <= b.shape[0]:
-        result = SOLVERS[solver](a, b, **options)
+        result = solve(a, b, **options)
         cols = result.cols.cpu()
     else:
         # Solve the transposed problem so the solver always sees n_a <= n_b, then invert.
-        result = SOLVERS[solver](b, a, **options)
+        result = solve(b, a, **options)
         cols = torch.full((a.shape[0],), -1, dtype=torch.long)
         cols[result.cols.cpu()] = torch.arange(b.shape[0])
     return Assignment(cols=cols, sq_dist=pair_sq_dist(a, b, cols), info=result.info)

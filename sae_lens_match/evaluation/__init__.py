@@ -1,55 +1,73 @@
-"""Judging a matching on data and parameters (SAE Match paper, Section 5).
+"""Judging matchings on data and parameters (SAE Match paper, Section 5).
 
-- :class:`TokenSet`: a TransformerLens model (``HookedTransformer``, ``HookedSAETransformer``
-  or ``TransformerBridge``) and the token rows to run it on, with BOS handling.
-- Hidden-state approximation / layer pruning: :func:`layer_pruning`,
-  :func:`matched_replacement`, the baselines :func:`layer_drop`,
-  :func:`current_reconstruction`, :func:`previous_reconstruction`, and
-  :func:`evaluate_replacements` for your own replacements.
-- Parameter MSE curves (paper Fig. 3): :func:`parameter_mse_curves`.
-- Matching score on data: :func:`coactivation`, :func:`coactivations`, :func:`matching_score`.
-- All matchers side by side: :func:`compute_matchings`, :func:`compare_matchers`.
-- Tables and plots: :mod:`sae_lens_match.evaluation.tables`.
+Each evaluation is a config, a typed row and a ``run_...`` function returning an
+:class:`EvalResult` (``.rows()``, ``.to_json()``, ``.save()``):
+
+- ``layer_pruning.py``: hidden-state approximation / layer pruning (Eq. 5) with the
+  paper's baselines, on :mod:`~sae_lens_match.evaluation.replacement`'s hook engine;
+- ``parameter_curves.py``: parameter MSE per layer pair (Fig. 3);
+- ``coactivation.py``: the matching score on data;
+- ``cost_summary.py``: cost statistics and the unmatched rule per matching;
+- ``compare.py``: all matchers side by side;
+- ``explain/``: explanations and SAME / MAYBE / DIFFERENT judgements.
 """
 
-from sae_lens_match.evaluation.approximation import (
-    BASELINES,
+from sae_lens_match.evaluation.coactivation import (
+    Coactivation,
+    MatchingScoreConfig,
+    MatchingScoreRow,
+    coactivation,
+    coactivations,
+    run_matching_score,
+)
+from sae_lens_match.evaluation.compare import DEFAULT_MATCHERS, CompareConfig, CompareRow, compute_matchings, run_compare
+from sae_lens_match.evaluation.cost_summary import CostSummaryConfig, CostSummaryRow, run_cost_summary
+from sae_lens_match.evaluation.layer_pruning import BASELINES, LayerPruningConfig, LayerPruningRow, run_layer_pruning
+from sae_lens_match.evaluation.parameter_curves import ParameterCurvesConfig, ParameterCurvesRow, identity_matching, run_parameter_curves
+from sae_lens_match.evaluation.replacement import (
     Replacement,
+    ReplacementConfig,
     ReplacementResult,
     current_reconstruction,
     evaluate_replacements,
     explained_variance,
     layer_drop,
-    layer_pruning,
     matched_replacement,
     previous_reconstruction,
 )
-from sae_lens_match.evaluation.coactivation import Coactivation, coactivation, coactivations, matching_score, random_matching
-from sae_lens_match.evaluation.compare import compare_matchers, compute_matchings
-from sae_lens_match.evaluation.data import TokenSet, feature_activations, pack_texts
-from sae_lens_match.evaluation.parameter_curves import identity_matching, parameter_mse_curves
+from sae_lens_match.evaluation.results import EvalResult
 
 __all__ = [
     "BASELINES",
+    "DEFAULT_MATCHERS",
     "Coactivation",
+    "CompareConfig",
+    "CompareRow",
+    "CostSummaryConfig",
+    "CostSummaryRow",
+    "EvalResult",
+    "LayerPruningConfig",
+    "LayerPruningRow",
+    "MatchingScoreConfig",
+    "MatchingScoreRow",
+    "ParameterCurvesConfig",
+    "ParameterCurvesRow",
     "Replacement",
+    "ReplacementConfig",
     "ReplacementResult",
-    "TokenSet",
     "coactivation",
     "coactivations",
-    "compare_matchers",
     "compute_matchings",
     "current_reconstruction",
     "evaluate_replacements",
     "explained_variance",
-    "feature_activations",
     "identity_matching",
     "layer_drop",
-    "layer_pruning",
     "matched_replacement",
-    "matching_score",
-    "pack_texts",
-    "parameter_mse_curves",
     "previous_reconstruction",
-    "random_matching",
+    "run_compare",
+    "run_cost_summary",
+    "run_layer_pruning",
+    "run_matching_score",
+    "run_parameter_curves",
 ]

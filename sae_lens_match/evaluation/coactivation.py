@@ -16,13 +16,17 @@ chance level to compare with.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from sae_lens import SAE
+from tqdm.auto import tqdm
 
-from sae_lens_match.evaluation.data import TokenSet, feature_activations
-from sae_lens_match.matching import Matching
+from sae_lens_match.evaluation.inputs import check_held_out, check_stack
+from sae_lens_match.evaluation.results import EvalResult
+from sae_lens_match.matching.matching import DEFAULT_UNMATCHED, Matching, UnmatchedRule, random_matching
+from sae_lens_match.sources.activations import feature_activations
+from sae_lens_match.sources.tokens import TokenSet
 
 
 @dataclass(frozen=True)
@@ -73,11 +77,7 @@ def coactivation(data: TokenSet, sae_a: SAE, sae_b: SAE, matching: Matching) -> 
 def coactivations(data: TokenSet, sae_a: SAE, sae_b: SAE, matchings: Mapping[str, Matching]) -> dict[str, Coactivation]:
     """:func:`coactivation` for several matchings of the same two SAEs, in one pass over ``data``."""
     for name, m in matchings.items():
-        if m.d_sae_a != sae_a.cfg.d_sae or m.d_sae_b != sae_b.cfg.d_sae:
-            raise ValueError(
-                f"Matching {name!r} is {m.d_sae_a} -> {m.d_sae_b} features but the SAEs have "
-                f"{sae_a.cfg.d_sae} -> {sae_b.cfg.d_sae}."
-            )
+        m.check_fits(sae_a, sae_b, what=f"matching {name!r}")
     acc = {name: _Counts(m) for name, m in matchings.items()}
     n = 0
     with torch.no_grad():
@@ -131,21 +131,59 @@ class _Counts:
         )
 
 
-def random_matching(matching: Matching, seed: int = 0) -> Matching:
-    """A random pairing with the same shape: each A feature to a uniformly random B feature
-    without repeats where possible (chance level for :func:`coactivation`)."""
-    g = torch.Generator().manual_seed(seed)
-    d_a, d_b = matching.d_sae_a, matching.d_sae_b
-    if d_a <= d_b:
-        perm = torch.randperm(d_b, generator=g)[:d_a]
-    else:
-        perm = torch.full((d_a,), -1, dtype=torch.long)
-        perm[torch.randperm(d_a, generator=g)[:d_b]] = torch.randperm(d_b, generator=g)
-    cost = torch.full((d_a,), float("nan"), dtype=torch.float64)
-    return Matching(perm.long(), cost, d_b, matching.source, matching.target, {"method": "random", "seed": seed})
+@dataclass(frozen=True)
+class MatchingScoreConfig:
+    """What :func:`run_matching_score` measures.
+
+    Attributes:
+        unmatched_rule: pairs it calls unmatched are left out (default: the package-wide rule;
+            ``UnmatchedRule()`` scores every pair).
+        seed: seed of the random pairing that gives the chance level.
+    """
+
+    unmatched_rule: UnmatchedRule = DEFAULT_UNMATCHED
+    seed: int = 0
 
 
-def matching_score(data: TokenSet, sae_a: SAE, sae_b: SAE, matching: Matching, *, seed: int = 0) -> dict[str, Any]:
-    """Summary of :func:`coactivation` for ``matching`` and for a random pairing (``random_*``)."""
-    both = coactivations(data, sae_a, sae_b, {"ours": matching, "random": random_matching(matching, seed)})
-    return {**both["ours"].summary(), **both["random"].summary("random_")}
+@dataclass(frozen=True)
+class MatchingScoreRow:
+    """Co-activation of one matching of one layer pair, and of a random pairing (``random_*``).
+
+    Means over matched pairs where at least one of the two features fired; see
+    :class:`Coactivation` for the statistics.
+    """
+
+    pair: int
+    method: str
+    matching_score: float
+    p_b_given_a: float
+    correlation: float
+    n_pairs_evaluated: int
+    random_matching_score: float
+    random_p_b_given_a: float
+    random_correlation: float
+
+
+def run_matching_score(
+    data: TokenSet,
+    saes: Sequence[SAE],
+    matchings: Mapping[str, Sequence[Matching]],
+    config: MatchingScoreConfig | None = None,
+) -> EvalResult[MatchingScoreRow]:
+    """The matching score on data of every matching of every consecutive pair, one pass per pair.
+
+    Raises:
+        ValueError: matchings for other SAEs, or data-based matchings fitted on ``data``.
+    """
+    config = config or MatchingScoreConfig()
+    check_stack(saes, matchings)
+    check_held_out(matchings, data)
+    rows = []
+    for i in tqdm(range(len(saes) - 1), desc="matching score", disable=not data.progress):
+        these = {name: config.unmatched_rule.apply(ms[i]) for name, ms in matchings.items()}
+        chance = random_matching(next(iter(matchings.values()))[i], config.seed)
+        stats = coactivations(data, saes[i], saes[i + 1], {**these, "__random__": chance})
+        chance_stats = stats.pop("__random__").summary("random_")
+        chance_stats.pop("random_n_pairs_evaluated")
+        rows += [MatchingScoreRow(pair=i, method=name, **co.summary(), **chance_stats) for name, co in stats.items()]
+    return EvalResult("matching_score", config, tuple(rows))

@@ -16,84 +16,100 @@ Expected ordering: vanilla > matched > folded+matched.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
 
 import torch
 from sae_lens import SAE
 from tqdm.auto import tqdm
 
-from sae_lens_match.folding import NonPositivePolicy
-from sae_lens_match.match import match, parameter_mse
-from sae_lens_match.matching import Matching
+from sae_lens_match.evaluation.inputs import check_stack
+from sae_lens_match.evaluation.results import EvalResult
+from sae_lens_match.matching.config import TERMS, MatchConfig
+from sae_lens_match.matching.match import match
+from sae_lens_match.matching.matching import Matching, sae_description
+from sae_lens_match.matching.parameters import parameter_mse
 
-TERMS = ("W_dec", "W_enc", "b_enc")
 VARIANTS = ("vanilla", "matched", "folded+matched")
 
 
-def identity_matching(d_sae_a: int, d_sae_b: int) -> Matching:
-    """Feature ``i`` of A with feature ``i`` of B (``-1`` beyond B's width)."""
-    perm = torch.arange(d_sae_a)
-    perm = torch.where(perm < d_sae_b, perm, -1)
-    cost = torch.full((d_sae_a,), float("nan"), dtype=torch.float64)
-    return Matching(perm, cost, d_sae_b, info={"method": "vanilla"})
+@dataclass(frozen=True)
+class ParameterCurvesConfig:
+    """What :func:`run_parameter_curves` scores.
+
+    Attributes:
+        terms: which parameters to score separately. A term an SAE lacks (``b_enc`` of a
+            Gated SAE) gives ``nan``.
+        match: how the matched variants are made (its ``fold`` is set per variant); its
+            ``nonpositive_threshold`` also applies to the scoring.
+    """
+
+    terms: tuple[str, ...] = TERMS
+    match: MatchConfig = field(default_factory=MatchConfig)
 
 
-def parameter_mse_curves(
+@dataclass(frozen=True)
+class ParameterCurvesRow:
+    """Mean and median folded MSE of one term for one pairing of one layer pair."""
+
+    pair: int
+    variant: str
+    term: str
+    mean_mse: float
+    median_mse: float
+    n_matched: int
+
+
+def identity_matching(sae_a: SAE, sae_b: SAE) -> Matching:
+    """Feature ``i`` of A with feature ``i`` of B (``-1`` beyond B's width): the paper's "vanilla"."""
+    perm = torch.arange(sae_a.cfg.d_sae)
+    perm = torch.where(perm < sae_b.cfg.d_sae, perm, -1)
+    cost = torch.full((sae_a.cfg.d_sae,), float("nan"), dtype=torch.float64)
+    return Matching(perm, cost, sae_b.cfg.d_sae, sae_description(sae_a), sae_description(sae_b), method="vanilla")
+
+
+def run_parameter_curves(
     saes: Sequence[SAE],
+    config: ParameterCurvesConfig | None = None,
     *,
     extra: Mapping[str, Sequence[Matching]] | None = None,
-    terms: Sequence[str] = TERMS,
-    match_weights: Mapping[str, float] | None = None,
-    solver: str = "auto",
-    nonpositive_threshold: NonPositivePolicy = "error",
     progress: bool = True,
-) -> list[dict[str, Any]]:
+) -> EvalResult[ParameterCurvesRow]:
     """Mean folded-parameter MSE per (layer pair, pairing, term).
 
     Args:
         saes: SAEs at increasing depth; pair ``i`` is ``(saes[i], saes[i+1])``.
-        extra: more pairings to score, name -> one matching per pair.
-        terms: which parameters to score separately (``W_dec``, ``W_enc``, ``b_enc``). A term
-            an SAE lacks (``b_enc`` of a Gated SAE) gives ``nan``.
-        match_weights: term weights used to *make* the matched variants (default: SAE Match's).
-        solver, nonpositive_threshold: passed to :func:`sae_lens_match.match` / scoring.
-
-    Returns:
-        Rows ``{"pair", "variant", "term", "mean_mse", "median_mse", "n_matched"}``.
+        config: :class:`ParameterCurvesConfig`.
+        extra: more pairings to score, name -> one matching per pair (checked against ``saes``).
+        progress: show a progress bar.
     """
-    if len(saes) < 2:
-        raise ValueError(f"parameter_mse_curves needs at least two SAEs, got {len(saes)}.")
-    for name, ms in (extra or {}).items():
-        if len(ms) != len(saes) - 1:
-            raise ValueError(f"extra[{name!r}] has {len(ms)} matchings for {len(saes) - 1} SAE pairs.")
-    rows: list[dict[str, Any]] = []
+    config = config or ParameterCurvesConfig()
+    check_stack(saes, extra or {})
+    rows: list[ParameterCurvesRow] = []
     for i in tqdm(range(len(saes) - 1), desc="parameter MSE curves", disable=not progress):
         a, b = saes[i], saes[i + 1]
-        kw = dict(weights=match_weights, solver=solver, nonpositive_threshold=nonpositive_threshold)
         variants = {
-            "vanilla": identity_matching(a.cfg.d_sae, b.cfg.d_sae),
-            "matched": match(a, b, fold=False, **kw),
-            "folded+matched": match(a, b, fold=True, **kw),
+            "vanilla": identity_matching(a, b),
+            "matched": match(a, b, replace(config.match, fold=False)),
+            "folded+matched": match(a, b, replace(config.match, fold=True)),
             **{name: ms[i] for name, ms in (extra or {}).items()},
         }
         for variant, m in variants.items():
-            for term in terms:
-                mse = _term_mse(a, b, m.permutation, term, nonpositive_threshold)
+            for term in config.terms:
+                mse = _term_mse(a, b, m.permutation, term, config.match)
                 valid = mse[~torch.isnan(mse)]
                 rows.append(
-                    {
-                        "pair": i,
-                        "variant": variant,
-                        "term": term,
-                        "mean_mse": float(valid.mean()) if valid.numel() else math.nan,
-                        "median_mse": float(valid.median()) if valid.numel() else math.nan,
-                        "n_matched": int(valid.numel()),
-                    }
+                    ParameterCurvesRow(
+                        pair=i, variant=variant, term=term,
+                        mean_mse=float(valid.mean()) if valid.numel() else math.nan,
+                        median_mse=float(valid.median()) if valid.numel() else math.nan,
+                        n_matched=int(valid.numel()),
+                    )
                 )
-    return rows
+    return EvalResult("parameter_curves", config, tuple(rows))
 
 
-def _term_mse(a: SAE, b: SAE, perm: torch.Tensor, term: str, policy: NonPositivePolicy) -> torch.Tensor:
+def _term_mse(a: SAE, b: SAE, perm: torch.Tensor, term: str, config: MatchConfig) -> torch.Tensor:
     if getattr(a, term, None) is None or getattr(b, term, None) is None:
         return torch.full((a.cfg.d_sae,), math.nan, dtype=torch.float64)
-    return parameter_mse(a, b, perm, fold=True, weights={term: 1.0}, nonpositive_threshold=policy)
+    return parameter_mse(a, b, perm, config, fold=True, weights={term: 1.0})

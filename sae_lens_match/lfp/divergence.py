@@ -6,11 +6,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import torch
 from torch import nn
 
-from sae_lens_match.io import write_text
-from sae_lens_match.plots import Line, Panel, write_png
+from sae_lens_match.report.plots import Line, Panel, write_figure
 
 # Layer index in Hugging Face (layers.N, h.N, layer.N) and TransformerLens (blocks.N) names.
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
@@ -58,18 +56,12 @@ def top_layers(divergence: dict[int, float], k: int = 5) -> list[int]:
     return sorted(divergence, key=divergence.get, reverse=True)[:k]
 
 
-def plot_divergence(divergence: dict[int, float], path: str | Path, *, k: int = 5) -> None:
-    """A bar chart of the divergence per layer (top ``k`` highlighted), as a self-contained
-    HTML page at ``path`` and a PNG beside it with the same stem."""
-    import plotly.graph_objects as go
-
+def plot_divergence(divergence: dict[int, float], path: str | Path, *, k: int = 5) -> list[Path]:
+    """A bar chart of the divergence per layer (top ``k`` in red), as an HTML page at ``path``
+    and a PNG beside it with the same stem."""
     top = set(top_layers(divergence, k))
     layers = list(divergence)
-    values = [divergence[l] for l in layers]
-    colors = ["crimson" if l in top else "steelblue" for l in layers]
+    colors = ["crimson" if layer in top else "steelblue" for layer in layers]
+    bars = Line("divergence", layers, [divergence[layer] for layer in layers], color=colors, bars=True, legend=False)
     title = f"Parameter divergence per layer (top {k} in red)"
-    fig = go.Figure(go.Bar(x=layers, y=values, marker_color=colors))
-    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="L2 divergence")
-    write_text(path, fig.to_html(include_plotlyjs=True))
-    bars = Line("divergence", layers, values, color=colors, bars=True, legend=False)
-    write_png(Path(path).with_suffix(".png"), [Panel("", [bars], xlabel="layer", ylabel="L2 divergence")], title=title)
+    return write_figure(path, [Panel("", [bars], xlabel="layer", ylabel="L2 divergence")], title=title)

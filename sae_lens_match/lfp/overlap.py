@@ -46,24 +46,48 @@ class DictionaryOverlap:
 
 
 def _unit_rows(w: torch.Tensor) -> torch.Tensor:
-    return w.detach().float() / w.detach().float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    """Rows scaled to unit norm; a zero row stays zero (cosine 0 with everything)."""
+    w = w.detach().float()
+    return w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _max_cosine_assignment(a: torch.Tensor, b: torch.Tensor, solver: str) -> torch.Tensor:
+    """``[n_a]`` partner in ``b`` of each row of ``a`` maximising the total cosine, for unit or zero rows.
+
+    For unit rows ``|a - b|^2 = 2 - 2 cos``, so the minimum-distance assignment is the
+    maximum-cosine one; a zero row would look like cosine 0.5 to it, so zero rows are
+    left out and take the columns left over (cosine 0).
+    """
+    live_a, live_b = (a.norm(dim=1) > 0).nonzero().squeeze(1), (b.norm(dim=1) > 0).nonzero().squeeze(1)
+    cols = torch.full((a.shape[0],), -1, dtype=torch.long)
+    if len(live_a) and len(live_b):
+        found = assign(a[live_a], b[live_b], solver=solver).cols
+        cols[live_a.cpu()] = torch.where(found >= 0, live_b.cpu()[found.clamp_min(0)], -1)
+    free = torch.ones(b.shape[0], dtype=torch.bool)
+    free[cols[cols >= 0]] = False
+    left = (cols < 0).nonzero().squeeze(1)
+    cols[left] = free.nonzero().squeeze(1)[: len(left)]
+    return cols
 
 
 @torch.no_grad()
 def dictionary_overlap(small: SAE, large: SAE, *, solver: str = "auto", chunk_size: int = 4096) -> DictionaryOverlap:
-    """One-to-one decoder-cosine overlap of ``small`` (``d_sae = n``) into ``large`` (``d_sae >= n``)."""
+    """One-to-one decoder-cosine overlap of ``small`` (``d_sae = n``) into ``large`` (``d_sae >= n``).
+
+    A feature with a zero decoder row has no direction: its cosine with everything is 0.
+    """
     if small.cfg.d_in != large.cfg.d_in:
         raise ValueError(f"Dictionaries read different widths: d_in {small.cfg.d_in} vs {large.cfg.d_in}.")
     if small.cfg.d_sae > large.cfg.d_sae:
         raise ValueError(f"The small dictionary ({small.cfg.d_sae}) is wider than the large one ({large.cfg.d_sae}); swap them.")
     a, b = _unit_rows(small.W_dec), _unit_rows(large.W_dec).to(small.W_dec.device)
     best = torch.cat([(a[s : s + chunk_size] @ b.T).max(1).values for s in range(0, len(a), chunk_size)])
-    result = assign(a, b, solver=solver)
-    cosine = (1 - result.sq_dist / 2).float()
+    cols = _max_cosine_assignment(a, b, solver)
+    cosine = (a * b[cols.to(b.device)]).sum(1).cpu()
     order = cosine.argsort(descending=True)
     return DictionaryOverlap(
         small_index=order,
-        large_index=result.cols[order],
+        large_index=cols[order],
         cosine=cosine[order],
         mean_max_cosine=float(best.mean()),
         mean_assigned_cosine=float(cosine.mean()),

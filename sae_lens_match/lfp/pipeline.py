@@ -1,45 +1,80 @@
-"""LFP part 1 end to end: fine-tune, rank layers by divergence, collect activations, train
-the n / 2n dictionaries and measure their overlap.
+"""LFP part 1 end to end, in data-flow order: fine-tune, rank layers by divergence, collect the
+tuned model's activations, train the n / 2n dictionaries and measure their overlap.
 
-Runs on a local checkpoint (the embedded world's by default) or on a hub model that
-TransformerLens supports (``"pythia-70m-deduped"``, ``"pythia-160m"``, ``"gpt-neo-125M"``,
-...; see :mod:`sae_lens_match.lfp.models`). Every step writes its result under ``out_dir``
-as soon as it is done and is skipped on a rerun when its result is already there, so an
-interrupted run resumes where it stopped.
+The model is any reference :mod:`sae_lens_match.sources.models` resolves (a checkpoint
+directory, or a TransformerLens hub name such as ``"pythia-70m-deduped"``); the data is a
+:class:`FeedbackData` the caller chooses (the command line's default is the embedded world's;
+IMDb prefixes and Anthropic HH on the hub are the paper's). Every step writes its result under
+``out_dir`` as soon as it is done and is skipped on a rerun when its result is already there,
+so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Sequence
 
-import torch
 from sae_lens import SAE
 
-from sae_lens_match.io import write_json
-from sae_lens_match.lfp.activations import collect_activations, load_activations
-from sae_lens_match.lfp.dictionaries import train_dictionary_pair, train_dictionary_pair_on_model
+from sae_lens_match.atomic import write_json
+from sae_lens_match.lfp.dictionaries import DictionaryConfig, train_dictionary_pair, train_dictionary_pair_on_model
 from sae_lens_match.lfp.divergence import layer_divergence, plot_divergence, top_layers
 from sae_lens_match.lfp.finetune import dpo, sentiment_rl
-from sae_lens_match.lfp.models import ModelSource, hooked_from_hf, load_causal_lm, resolve_model
 from sae_lens_match.lfp.overlap import dictionary_overlap
-from sae_lens_match.lfp.preferences import preference_pairs
+from sae_lens_match.sources.activations import load_activations, save_activations
+from sae_lens_match.sources.models import ModelRef, hooked_from_hf, load_causal_lm, resolve_model
+from sae_lens_match.sources.tokens import TokenSet, pack_texts, token_dataset
 
 Recipe = Literal["rl", "dpo", "tr-dpo"]
 DictionarySource = Literal["activations", "model"]
 
 
-@dataclass
+@dataclass(frozen=True)
+class FeedbackData:
+    """What LFP part 1 runs on.
+
+    Attributes:
+        name: what the data is, for the summary (``"world"``, ``"imdb+hh"``, ...).
+        prompts: prompts for RL fine-tuning (short review prefixes in the paper).
+        preferences: a ``datasets.Dataset`` with ``prompt``, ``chosen``, ``rejected`` for DPO /
+            TR-DPO (``None`` if only RL is run).
+        texts: texts whose activations train the dictionaries.
+    """
+
+    name: str
+    prompts: Sequence[str]
+    preferences: Any
+    texts: Sequence[str]
+
+
+def text_prefixes(texts: Sequence[str], *, seed: int = 0, min_words: int = 2, max_words: int = 8) -> list[str]:
+    """The first ``min_words..max_words`` (seeded per text) whitespace-separated words of each text:
+    prompts like the LFP paper's short IMDb prefixes."""
+    if not 1 <= min_words <= max_words:
+        raise ValueError(f"need 1 <= min_words <= max_words, got {min_words}, {max_words}")
+    rng = random.Random(f"prefixes/{seed}")
+    return [" ".join(text.split()[: rng.randint(min_words, max_words)]) for text in texts]
+
+
+@dataclass(frozen=True)
 class Part1Config:
     """What to run; defaults suit the embedded world on a 2-core CPU in a few minutes.
 
-    ``dictionary_source`` picks how the dictionaries are trained: ``"activations"`` (the
-    tuned model's activations are collected to disk first, then SAELens's ``SAETrainer``
-    fits them) or ``"model"`` (SAELens's ``LanguageModelSAETrainingRunner`` streams them
-    from the tuned model over packed corpus rows, BOS left out). Either way
-    ``dictionary_examples`` is the number of training tokens. ``context_size`` caps the
-    tokens per sequence (below the model's ``n_ctx``: 2048 for Pythia).
+    Attributes:
+        recipe: ``"rl"`` (VADER-reward RLOO), ``"dpo"`` or ``"tr-dpo"``.
+        finetune_steps, finetune_batch_size, learning_rate, beta: the fine-tuning run.
+        top_k: how many most-changed MLP layers to study.
+        hook: TransformerLens hook of each chosen layer, ``{layer}`` filled in.
+        context_size: tokens per packed row (capped at the model's ``n_ctx``).
+        dictionary: how each dictionary is trained (:class:`DictionaryConfig`); its
+            ``training_tokens`` is the budget whatever the source.
+        dictionary_source: ``"activations"`` (the tuned model's activations are stored first,
+            then SAELens's ``SAETrainer`` fits them) or ``"model"`` (SAELens's
+            ``LanguageModelSAETrainingRunner`` streams them from the tuned model).
+        model_name: what SAELens metadata calls the model (default: from its reference).
+        seed: fine-tuning seed (the dictionaries have their own in ``dictionary``).
     """
 
     recipe: Recipe = "rl"
@@ -49,48 +84,44 @@ class Part1Config:
     beta: float = 0.05
     top_k: int = 2
     hook: str = "blocks.{layer}.mlp.hook_post"
-    n_sequences: int = 400
     context_size: int = 128
-    dictionary_examples: int = 40_000
-    dictionary_architecture: str = "tied"
-    sparsity_penalty: str = "l1"
-    l1_coefficient: float = 1e-3
-    dictionary_lr: float = 1e-3
+    dictionary: DictionaryConfig = field(default_factory=lambda: DictionaryConfig(training_tokens=40_000))
     dictionary_source: DictionarySource = "activations"
+    model_name: str | None = None
     seed: int = 0
-    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.recipe not in ("rl", "dpo", "tr-dpo"):
+            raise ValueError(f"recipe must be 'rl', 'dpo' or 'tr-dpo', got {self.recipe!r}.")
+        if self.dictionary_source not in ("activations", "model"):
+            raise ValueError(f"dictionary_source must be 'activations' or 'model', got {self.dictionary_source!r}.")
 
 
-def _finetune(source: ModelSource, out: Path, cfg: Part1Config):
+def _finetune(ref: ModelRef, data: FeedbackData, out: Path, cfg: Part1Config):
     tuned_dir = out / "tuned_model"
     if (tuned_dir / "config.json").exists():
         return load_causal_lm(tuned_dir)
-    model, tokenizer = load_causal_lm(source)
+    model, tokenizer = load_causal_lm(ref)
     model.train()
     common = dict(output_dir=out / "finetune", steps=cfg.finetune_steps, batch_size=cfg.finetune_batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed, beta=cfg.beta)
     if cfg.recipe == "rl":
-        from sae_lens_match.world.corpus import review_prefixes
-
-        result = sentiment_rl(model, tokenizer, review_prefixes(256, seed=cfg.seed, split="train"), **common)
-    elif cfg.recipe in ("dpo", "tr-dpo"):
-        pairs = preference_pairs(cfg.finetune_steps * cfg.finetune_batch_size, seed=cfg.seed)
-        result = dpo(model, tokenizer, pairs, trust_region=cfg.recipe == "tr-dpo", **common)
+        result = sentiment_rl(model, tokenizer, list(data.prompts), **common)
     else:
-        raise ValueError(f"recipe must be 'rl', 'dpo' or 'tr-dpo', got {cfg.recipe!r}.")
+        if data.preferences is None:
+            raise ValueError(f"Recipe {cfg.recipe!r} needs preference pairs; {data.name!r} has none.")
+        result = dpo(model, tokenizer, data.preferences, trust_region=cfg.recipe == "tr-dpo", **common)
     write_json(out / "finetune_log.json", result.log)
     result.model.save_pretrained(tuned_dir)
     tokenizer.save_pretrained(tuned_dir)
     return result.model.eval(), tokenizer
 
 
-def run_part1(model: str | Path, out_dir: str | Path, cfg: Part1Config | None = None) -> dict:
-    """Run LFP part 1 on ``model``: a Hugging Face checkpoint directory (e.g. the embedded
-    world's ``world_root / "model"``) or a TransformerLens hub model name (e.g.
-    ``"pythia-70m-deduped"``, ``"gpt-neo-125M"``).
+def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | Path, cfg: Part1Config | None = None) -> dict:
+    """Run LFP part 1 on ``model`` with ``data``.
 
     Writes ``out_dir/{tuned_model/, finetune_log.json, divergence.json, divergence.{html,png},
-    activations/, dictionaries/layer_L/{n,2n}/, overlap.json, summary.json}``
-    (``activations/`` only with ``dictionary_source="activations"``).
+    activations/, dictionaries/layer_L/{n,2n}/, summary.json}`` (``activations/`` only with
+    ``dictionary_source="activations"``).
 
     Returns:
         The summary: chosen layers, their divergence, and per layer the overlap figures with
@@ -101,12 +132,10 @@ def run_part1(model: str | Path, out_dir: str | Path, cfg: Part1Config | None = 
         ValueError: an unknown model name (with close names) or a bad config value.
     """
     cfg = cfg or Part1Config()
-    if cfg.dictionary_source not in ("activations", "model"):
-        raise ValueError(f"dictionary_source must be 'activations' or 'model', got {cfg.dictionary_source!r}.")
-    source, out = resolve_model(model), Path(out_dir)
-    tuned, tokenizer = _finetune(source, out, cfg)
+    ref, out = resolve_model(model), Path(out_dir)
+    tuned, tokenizer = _finetune(ref, data, out, cfg)
 
-    base, _ = load_causal_lm(source)
+    base, _ = load_causal_lm(ref)
     divergence = layer_divergence(base, tuned, part="mlp")
     del base
     layers = top_layers(divergence, cfg.top_k)
@@ -114,23 +143,25 @@ def run_part1(model: str | Path, out_dir: str | Path, cfg: Part1Config | None = 
     plot_divergence(divergence, out / "divergence.html", k=cfg.top_k)
 
     # Activations of the *tuned* model (the reference code read the base model's).
-    hooked = hooked_from_hf(source, tuned.float(), tokenizer)
+    hooked = hooked_from_hf(ref, tuned.float(), tokenizer, model_name=cfg.model_name)
     hooks = [cfg.hook.format(layer=layer) for layer in layers]
-    context = min(hooked.cfg.n_ctx, cfg.context_size)
-    dataset = None
+    tokens = pack_texts(tokenizer, list(data.texts), min(hooked.cfg.n_ctx, cfg.context_size))
     if cfg.dictionary_source == "activations":
-        tokens = _corpus_tokens(tokenizer, context, cfg.n_sequences, cfg.seed)
-        collect_activations(hooked, tokens["input_ids"], hooks, out / "activations", attention_mask=tokens["attention_mask"])
-    else:
-        dataset = _token_dataset(tokenizer, context, cfg.n_sequences, cfg.seed)
+        save_activations(TokenSet(hooked, tokens), hooks, out / "activations")
 
-    summary = {"config": asdict(cfg), "model": source.requested, "top_layers": layers, "divergence": {str(k): v for k, v in divergence.items()}, "layers": {}}
+    summary = {
+        "config": asdict(cfg), "model": ref.requested, "data": data.name, "top_layers": layers,
+        "divergence": {str(k): v for k, v in divergence.items()}, "layers": {},
+    }
     for layer, hook in zip(layers, hooks):
         directory = out / "dictionaries" / f"layer_{layer}"
-        if dataset is None:
-            small, large = _dictionaries(lambda **kw: train_dictionary_pair(load_activations(out / "activations", hook)[0], **kw), hook, directory, cfg)
+        if (directory / "n" / "cfg.json").exists() and (directory / "2n" / "cfg.json").exists():
+            small, large = SAE.load_from_disk(directory / "n"), SAE.load_from_disk(directory / "2n")
+        elif cfg.dictionary_source == "activations":
+            acts = load_activations(out / "activations", hook)[0]
+            small, large = train_dictionary_pair(acts, hook_name=hook, config=cfg.dictionary, model_name=hooked.cfg.model_name, out_dir=directory)
         else:
-            small, large = _dictionaries(lambda **kw: train_dictionary_pair_on_model(hooked, dataset, **kw), hook, directory, cfg)
+            small, large = train_dictionary_pair_on_model(hooked, token_dataset(tokens), hook, config=cfg.dictionary, out_dir=directory)
         overlap = dictionary_overlap(small, large)
         summary["layers"][str(layer)] = {
             "hook": hook,
@@ -144,48 +175,3 @@ def run_part1(model: str | Path, out_dir: str | Path, cfg: Part1Config | None = 
         }
     write_json(out / "summary.json", summary)
     return summary
-
-
-def _dictionaries(train_pair, hook: str, directory: Path, cfg: Part1Config) -> tuple[SAE, SAE]:
-    if (directory / "n" / "cfg.json").exists() and (directory / "2n" / "cfg.json").exists():
-        return SAE.load_from_disk(directory / "n"), SAE.load_from_disk(directory / "2n")
-    options = dict(
-        hook_name=hook,
-        architecture=cfg.dictionary_architecture,
-        sparsity_penalty=cfg.sparsity_penalty,
-        l1_coefficient=cfg.l1_coefficient,
-        lr=cfg.dictionary_lr,
-        seed=cfg.seed,
-        out_dir=directory,
-    )
-    options["n_examples" if cfg.dictionary_source == "activations" else "n_tokens"] = cfg.dictionary_examples
-    return train_pair(**options)
-
-
-def _corpus_tokens(tokenizer, n_ctx: int, n: int, seed: int) -> dict[str, torch.Tensor]:
-    from sae_lens_match.world.corpus import corpus
-
-    texts = corpus("train", n=n, seed=seed)
-    return tokenizer(texts, return_tensors="pt", padding="max_length", truncation=True, max_length=n_ctx)
-
-
-def _token_dataset(tokenizer, context_size: int, n: int, seed: int):
-    """Corpus texts packed into rows ``[context_size]`` that each begin with BOS (EOS if the
-    tokenizer has none), texts separated by it: the world's ``pack_rows`` layout, for any
-    tokenizer. Returns a ``datasets.Dataset`` with a ``tokens`` column."""
-    import datasets
-
-    from sae_lens_match.world.corpus import corpus
-
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if bos is None:
-        raise ValueError("The tokenizer has neither a BOS nor an EOS token to start rows with.")
-    ids = tokenizer(corpus("train", n=n, seed=seed), add_special_tokens=False)["input_ids"]
-    stream = torch.tensor([t for text in ids for t in [bos, *text]], dtype=torch.long)
-    width = context_size - 1
-    n_rows = len(stream) // width
-    if n_rows == 0:
-        raise ValueError(f"{n} corpus texts give fewer than {width} tokens; raise n_sequences.")
-    body = stream[: n_rows * width].view(n_rows, width)
-    rows = torch.cat([torch.full((n_rows, 1), bos, dtype=torch.long), body], dim=1)
-    return datasets.Dataset.from_dict({"tokens": rows.tolist()})

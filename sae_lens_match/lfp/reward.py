@@ -13,27 +13,25 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Sequence
 
-from sae_lens_match.world.lexicon import vader_lexicon
+from sae_lens_match.registry import Registry
+from sae_lens_match.sources.vader import vader_lexicon
 
 RewardFn = Callable[[Sequence[str]], list[float]]
 """Texts in, one float per text out."""
 
-REWARDS: dict[str, RewardFn] = {}
+REWARDS: Registry[str, RewardFn] = Registry("reward")
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*|[^\sa-z0-9]+")
 
 
 def register_reward(name: str, fn: RewardFn) -> None:
-    """Register a reward function under ``name`` (SAELens registry style)."""
-    if name in REWARDS and REWARDS[name] is not fn:
-        raise ValueError(f"A reward named {name!r} is already registered.")
-    REWARDS[name] = fn
+    """Register a reward function under ``name``."""
+    REWARDS.register(name, fn)
 
 
 def get_reward(name: str) -> RewardFn:
-    if name not in REWARDS:
-        raise ValueError(f"Unknown reward {name!r}; registered: {sorted(REWARDS)}.")
-    return REWARDS[name]
+    """The reward registered as ``name`` (``ValueError`` listing the registered names otherwise)."""
+    return REWARDS.get(name)
 
 
 def vader_tokens(text: str) -> list[str]:

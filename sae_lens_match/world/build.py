@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -32,24 +33,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from sae_lens import SAE
 from tqdm.auto import tqdm
 from transformers import GPTNeoXForCausalLM
 
+from sae_lens_match.fingerprints import sha256_tensors
+from sae_lens_match.sources.activations import collect_activations
+from sae_lens_match.sources.hooks import hook_name
+from sae_lens_match.sources.models import hooked_from_hf, load_tokenizer
+from sae_lens_match.sources.tokens import TokenSet, pack_texts
+from sae_lens_match.sources.training import seeded
 from sae_lens_match.version import __version__
 from sae_lens_match.world.corpus import corpus, review_prefixes, reviews
-from sae_lens_match.world.evaluate import mean_loss, sample_completions, sentiment_margin
-from sae_lens_match.world.model import WORLD_MODEL_NAME, load_hooked_model, model_config
-from sae_lens_match.world.saes import (
-    SAETrainingConfig,
-    collect_activations,
-    hook_name,
-    sae_stats,
-    save_sae,
-    train_sae,
-)
-from sae_lens_match.world.tokenizer import load_tokenizer, train_tokenizer
-from sae_lens_match.world.train import pack_rows, train_lm
+from sae_lens_match.world.lm_metrics import mean_loss, sample_completions, sentiment_margin
+from sae_lens_match.world.lm_training import train_lm
+from sae_lens_match.world.model import WORLD_MODEL_NAME, model_config
+from sae_lens_match.world.saes import SAETrainingConfig, sae_stats, train_world_sae
+from sae_lens_match.world.tokenizer import train_tokenizer
+
+logger = logging.getLogger(__name__)
 
 # Bump when the corpus, training code or on-disk layout changes: old caches are ignored.
 WORLD_FORMAT = 1
@@ -123,12 +124,7 @@ def is_built(directory: Path) -> bool:
 
 def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the tensors of a state dict, in sorted key order (name, dtype, shape, bytes)."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+    return sha256_tensors(state_dict)
 
 
 @contextlib.contextmanager
@@ -184,9 +180,7 @@ def build_world(
     with _file_lock(target.with_name(target.name + ".lock")):
         if is_built(target) and not force:
             return target
-        if progress:
-            print(f"sae-lens-match: building the embedded world (seed {seed}) into {target}; "
-                  "this takes a few minutes, once.", file=sys.stderr)
+        logger.warning("building the embedded world (seed %s) into %s; this takes a few minutes, once.", seed, target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; a cache may be shared
         try:
@@ -214,17 +208,16 @@ def _build_into(out: Path, seed: int, cfg: WorldConfig, progress: bool) -> None:
     def bar(total: int, desc: str) -> tqdm:
         return tqdm(total=total, desc=f"world: {desc}", disable=not progress, file=sys.stderr, leave=False)
 
-    with _torch_settings(cfg.threads):
+    with _torch_settings(cfg.threads), seeded(seed):
         with bar(2, "corpus + tokenizer") as pbar:
             train_texts = corpus("train", cfg.train_reviews, seed)
             pbar.update()
             tokenizer = train_tokenizer(train_texts[: cfg.tokenizer_reviews], cfg.vocab_size)
             pbar.update()
-        rows = pack_rows(train_texts, tokenizer, cfg.n_ctx)
+        rows = pack_texts(tokenizer, train_texts, cfg.n_ctx)
         held_out = reviews(cfg.eval_reviews, seed, "test")
-        eval_rows = pack_rows([r.text for r in held_out], tokenizer, cfg.n_ctx)
+        eval_rows = pack_texts(tokenizer, [r.text for r in held_out], cfg.n_ctx)
 
-        torch.manual_seed(seed)
         lm_config = model_config(
             len(tokenizer), cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.n_ctx, tokenizer.bos_token_id
         )
@@ -252,11 +245,11 @@ def _build_into(out: Path, seed: int, cfg: WorldConfig, progress: bool) -> None:
             "samples": dict(zip(prefixes, sample_completions(lm, tokenizer, prefixes, seed=seed))),
         }
 
-        hooked = load_hooked_model(model_dir, hf_model=lm, tokenizer=tokenizer)
+        hooked = hooked_from_hf(model_dir, lm, tokenizer, model_name=WORLD_MODEL_NAME, default_prepend_bos=True)
         hooks = [hook_name(kind, layer) for kind in cfg.sae_hooks for layer in range(cfg.n_layers)]
         n_rows = -(-cfg.sae_train_tokens // (cfg.n_ctx - 1))  # BOS positions are dropped
-        acts = collect_activations(hooked, rows[:n_rows], hooks)
-        eval_acts = collect_activations(hooked, eval_rows, hooks)
+        acts = collect_activations(TokenSet(hooked, rows[:n_rows], batch_size=32, progress=False), hooks)
+        eval_acts = collect_activations(TokenSet(hooked, eval_rows, batch_size=32, progress=False), hooks)
         metadata = {
             "model_name": WORLD_MODEL_NAME,
             "context_size": cfg.n_ctx,
@@ -267,9 +260,7 @@ def _build_into(out: Path, seed: int, cfg: WorldConfig, progress: bool) -> None:
         sae_metrics, sae_hashes = {}, {}
         with bar(len(hooks), "training SAEs") as pbar:
             for i, hook in enumerate(hooks):
-                trained = train_sae(acts.pop(hook), hook, cfg.sae, seed + 1 + i, metadata)
-                save_sae(trained, out / "saes" / hook)
-                saved = SAE.load_from_disk(out / "saes" / hook)  # measure what users load
+                saved = train_world_sae(acts.pop(hook), hook, cfg.sae, seed + 1 + i, metadata, out / "saes" / hook)
                 sae_metrics[hook] = sae_stats(saved, eval_acts.pop(hook))
                 if not sae_metrics[hook]["min_threshold"] > 0:  # folding divides by it
                     raise RuntimeError(f"SAE {hook} trained a non-positive threshold: {sae_metrics[hook]}")

@@ -6,8 +6,7 @@ negations and the odd dissenting remark), sometimes a neutral remark, a verdict 
 rating out of 10 that agrees with the label. Review ``i`` of a split depends only on
 ``(seed, split, i)``, so ``corpus(n=100)`` is a prefix of ``corpus(n=1000)``.
 
-``corpus(dataset="imdb")`` is the real-scale path: it loads the hub dataset and fails
-with ``HubUnavailableError`` when offline.
+Hub text datasets (IMDb, ...) are loaded by :func:`sae_lens_match.sources.texts.load_texts`.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from sae_lens_match.hub import hub_call
 from sae_lens_match.world.lexicon import SentimentWord, Vocabulary, vocabulary
 from sae_lens_match.world.templates import (
     FILLERS,
@@ -178,31 +176,9 @@ def reviews(n: int, seed: int = 0, split: str = "train", start: int = 0) -> list
     return [make_review(seed, split, i) for i in range(start, start + n)]
 
 
-def corpus(
-    split: str = "train",
-    n: int = 1000,
-    seed: int = 0,
-    dataset: str | None = None,
-) -> list[str]:
-    """Review texts: the embedded world corpus, or a hub dataset.
-
-    Args:
-        split: "train" or "test" (the hub path passes it to ``load_dataset``).
-        n: number of texts.
-        seed: corpus seed (embedded corpus only).
-        dataset: None for the embedded corpus; a hub dataset name such as "imdb" for the
-            real-scale path (needs network; its "text" column is returned).
-
-    Raises:
-        HubUnavailableError: ``dataset`` was given and the hub cannot be reached.
-    """
-    if dataset is None:
-        return [r.text for r in reviews(n, seed, split)]
-    import datasets
-
-    with hub_call("dataset", dataset):
-        ds = datasets.load_dataset(dataset, split=split)
-    return list(ds["text"][:n])
+def corpus(split: str = "train", n: int = 1000, seed: int = 0) -> list[str]:
+    """The texts of reviews ``0 .. n-1`` of ``split`` ("train" or "test") for corpus ``seed``."""
+    return [r.text for r in reviews(n, seed, split)]
 
 
 def review_prefixes(

@@ -1,4 +1,4 @@
-"""The VADER lexicon and the word classes the world's corpus is written with.
+"""The word classes the world's corpus is written with.
 
 Every sentiment-bearing word of the corpus comes from the lexicon shipped inside the
 ``vaderSentiment`` package, with its mean human valence in [-4, 4]. The word lists
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 from typing import Literal
 
 from vaderSentiment import vaderSentiment as _vader
+
+from sae_lens_match.sources.vader import vader_lexicon
 
 WordRole = Literal["adj", "noun", "verb", "verb_base", "advice"]
 
@@ -111,21 +112,6 @@ class Vocabulary:
                 for w in group[polarity]:
                     out.setdefault(w.word, w)
         return tuple(out.values())
-
-
-@functools.lru_cache(maxsize=1)
-def vader_lexicon() -> dict[str, float]:
-    """Read ``vader_lexicon.txt`` from the installed ``vaderSentiment`` package.
-
-    Returns a dict token -> mean valence (7.5k entries, including emoticons).
-    """
-    text = (resources.files("vaderSentiment") / "vader_lexicon.txt").read_text(encoding="utf-8")
-    lexicon: dict[str, float] = {}
-    for line in text.splitlines():
-        fields = line.split("\t")
-        if len(fields) >= 2:
-            lexicon[fields[0]] = float(fields[1])
-    return lexicon
 
 
 def _lookup(words: list[str], role: WordRole, polarity: int) -> tuple[SentimentWord, ...]:

@@ -9,10 +9,9 @@ rows that start with BOS (as TransformerLens and SAELens feed them).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 BOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
@@ -58,11 +57,3 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedT
         pad_token=PAD_TOKEN,
         padding_side="left",  # generation from a batch of prompts pads on the left
     )
-
-
-def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
-    """Reload a tokenizer saved with ``save_pretrained`` (offline, from disk only)."""
-    tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    if not isinstance(tok, PreTrainedTokenizerFast):
-        raise TypeError(f"expected a fast tokenizer in {directory}, got {type(tok).__name__}")
-    return tok

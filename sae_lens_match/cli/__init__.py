@@ -1,0 +1,43 @@
+"""The ``sae-lens-match`` command: one parser, one subcommand per module.
+
+- ``match``, ``demo`` (:mod:`~sae_lens_match.cli.match`): SAE Match across consecutive layers;
+- ``compare``, ``evaluate`` (:mod:`~sae_lens_match.cli.evaluate`): judging matchings;
+- ``lfp`` (:mod:`~sae_lens_match.cli.lfp`): Learned Feedback Patterns;
+- ``world`` (:mod:`~sae_lens_match.cli.world`): the embedded default world.
+
+Each module adds its parsers and sets ``run``; defaults come from the library's configs.
+Data comes from :mod:`~sae_lens_match.cli.inputs`, the one place the world is picked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sae_lens_match.cli import evaluate, lfp, match, world
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sae-lens-match", description="SAE Match and Learned Feedback Patterns for SAELens + TransformerLens.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (match, evaluate, lfp, world):
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 with a one-line message for bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="sae-lens-match: %(message)s")
+    logging.getLogger("sae_lens_match").setLevel(logging.INFO)
+    try:
+        args.run(args)
+    except (ValueError, RuntimeError) as error:
+        print(f"sae-lens-match: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

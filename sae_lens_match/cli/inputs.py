@@ -1,0 +1,103 @@
+"""Where the commands' data comes from: the embedded world by default, or what the user names.
+
+This is the only place the library's functions meet the world: each command asks for SAEs,
+tokens or feedback data, and gets the world's unless the user named a model, SAEs or files.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sae_lens import SAE
+
+from sae_lens_match import world
+from sae_lens_match.lfp.pipeline import FeedbackData, Part1Config, text_prefixes
+from sae_lens_match.sources.models import load_model, processing_for
+from sae_lens_match.sources.saes import load_sae
+from sae_lens_match.sources.texts import load_preference_dataset, load_texts
+from sae_lens_match.sources.tokens import TokenSet, load_tokens, pack_texts
+
+
+@dataclass
+class EvalInputs:
+    """SAEs, evaluation tokens, and separate tokens for data-based matchers (never the same)."""
+
+    saes: list[SAE]
+    data: TokenSet | None
+    fit_data: TokenSet | None
+
+
+def add_eval_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("saes", nargs="*", help="SAE directories or release:sae_id, shallowest first (default with --world: the world's SAEs)")
+    p.add_argument("--world", action="store_true", help="use the embedded world model, SAEs and corpus (offline)")
+    p.add_argument("--model", default=None, help="TransformerLens model name for data (loaded from the hub)")
+    p.add_argument("--tokens", type=Path, default=None, help="evaluation tokens: .pt or .safetensors [n_rows, seq_len]")
+    p.add_argument("--match-tokens", type=Path, default=None, help="tokens for data-based matchers (default: the first half of --tokens rows; the second half is evaluated)")
+    p.add_argument("--n-texts", type=int, default=64, help="--world: reviews per split (test split evaluated, train split fitted)")
+    p.add_argument("--world-hook", choices=list(world.HOOK_KINDS), default="resid_post", help="--world: which SAEs")
+    p.add_argument("--bos-token-id", default="auto", help="'auto' (the tokenizer's), an id, or 'none' (evaluate every position)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _bos(text: str) -> Any:
+    if text == "auto":
+        return "auto"
+    if text.lower() == "none":
+        return None
+    return int(text)
+
+
+def eval_inputs(args: argparse.Namespace) -> EvalInputs:
+    """The SAEs and token sets a ``compare`` / ``evaluate`` run works on."""
+    bos = _bos(args.bos_token_id)
+    if args.world:
+        if args.model or args.tokens:
+            raise ValueError("--world brings its own model and tokens; drop --model/--tokens.")
+        model = world.load_model("hooked_sae", seed=args.seed)
+        saes = [load_sae(s) for s in args.saes] if args.saes else world.load_saes(args.world_hook, seed=args.seed)
+        n_ctx = int(model.cfg.n_ctx)
+        held_out = pack_texts(model.tokenizer, world.corpus("test", args.n_texts, args.seed), n_ctx)
+        fit = pack_texts(model.tokenizer, world.corpus("train", args.n_texts, args.seed), n_ctx)
+        return EvalInputs(saes, TokenSet(model, held_out, bos, args.batch_size), TokenSet(model, fit, bos, args.batch_size))
+    if len(args.saes) < 2:
+        raise ValueError("Name at least two SAEs (or use --world).")
+    saes = [load_sae(s) for s in args.saes]
+    if (args.model is None) != (args.tokens is None):
+        raise ValueError("Data needs both --model and --tokens (or --world).")
+    if args.model is None:
+        return EvalInputs(saes, None, None)
+    model = load_model(args.model, "hooked_sae", device=str(saes[0].device), processing=processing_for(saes[0]))
+    tokens = load_tokens(args.tokens)
+    if args.match_tokens is not None:
+        fit = load_tokens(args.match_tokens)
+    else:  # never fit a data-based matcher on the tokens it is judged on
+        if len(tokens) < 2:
+            raise ValueError(f"--tokens has {len(tokens)} row(s): too few to split into fitting and evaluation halves; give --match-tokens.")
+        fit, tokens = tokens[: len(tokens) // 2], tokens[len(tokens) // 2 :]
+    return EvalInputs(saes, TokenSet(model, tokens, bos, args.batch_size), TokenSet(model, fit, bos, args.batch_size))
+
+
+def feedback_data(data: str, cfg: Part1Config, n_texts: int, seed: int) -> FeedbackData:
+    """LFP data: ``"world"`` (offline: review prefixes, minimal preference pairs, reviews) or
+    ``"imdb"`` (the paper's: IMDb prefixes and texts, Anthropic HH pairs, from the hub)."""
+    n_pairs = cfg.finetune_steps * cfg.finetune_batch_size
+    if data == "world":
+        return FeedbackData(
+            "world",
+            prompts=world.review_prefixes(256, seed=seed, split="train"),
+            preferences=world.preference_pairs(n_pairs, seed=seed) if cfg.recipe != "rl" else None,
+            texts=world.corpus("train", n_texts, seed),
+        )
+    if data == "imdb":
+        texts = load_texts("imdb", n=max(n_texts, 256))
+        return FeedbackData(
+            "imdb+hh",
+            prompts=text_prefixes(texts[:256], seed=seed),
+            preferences=load_preference_dataset("hh", n=n_pairs) if cfg.recipe != "rl" else None,
+            texts=texts[:n_texts],
+        )
+    raise ValueError(f"Unknown LFP data {data!r}; choose 'world' or 'imdb'.")

@@ -1,0 +1,46 @@
+"""``sae-lens-match lfp``: Learned Feedback Patterns part 1 (fine-tune, layers, activations, dictionaries)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from sae_lens_match import world
+from sae_lens_match.cli.inputs import feedback_data
+from sae_lens_match.cli.options import add_out
+from sae_lens_match.lfp.pipeline import Part1Config, run_part1
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    default = Part1Config()
+    p = sub.add_parser("lfp", help="Learned Feedback Patterns part 1 on the embedded world (or --model)")
+    add_out(p, Path("results/lfp"))
+    p.add_argument("--model", help="a checkpoint directory or a TransformerLens hub model (e.g. pythia-70m-deduped); default: the embedded world's LM")
+    p.add_argument("--data", choices=["world", "imdb"], default=None, help="feedback data (default: world for the world's LM, imdb (+ Anthropic HH) otherwise)")
+    p.add_argument("--n-texts", type=int, default=400, help="texts whose activations train the dictionaries")
+    p.add_argument("--dictionary-source", choices=["activations", "model"], default=default.dictionary_source, help="train dictionaries on collected activations or on the model directly (SAELens runner)")
+    p.add_argument("--recipe", choices=["rl", "dpo", "tr-dpo"], default=default.recipe)
+    p.add_argument("--steps", type=int, default=default.finetune_steps, help="fine-tuning steps")
+    p.add_argument("--top-k", type=int, default=default.top_k, help="how many most-changed MLP layers to study")
+    p.add_argument("--dictionary-tokens", type=int, default=default.dictionary.training_tokens, help="training tokens per dictionary")
+    p.add_argument("--seed", type=int, default=default.seed)
+    p.set_defaults(run=run_lfp)
+
+
+def run_lfp(args: argparse.Namespace) -> dict:
+    model, model_name = args.model, None
+    if model is None:
+        model, model_name = world.model_dir(seed=args.seed), world.WORLD_MODEL_NAME
+    default = Part1Config()
+    cfg = Part1Config(
+        recipe=args.recipe, finetune_steps=args.steps, top_k=args.top_k, seed=args.seed,
+        dictionary=replace(default.dictionary, training_tokens=args.dictionary_tokens, seed=args.seed),
+        dictionary_source=args.dictionary_source, model_name=model_name,
+    )
+    data = feedback_data(args.data or ("world" if args.model is None else "imdb"), cfg, args.n_texts, args.seed)
+    summary = run_part1(model, data, args.out, cfg)
+    for layer, d in summary["layers"].items():
+        print(f"layer {layer} ({d['hook']}): mean max cosine {d['mean_max_cosine']:.3f}, assigned {d['mean_assigned_cosine']:.3f}")
+    print(f"wrote {args.out}/summary.json, divergence.json, divergence.html, divergence.png, dictionaries/")
+    return summary

@@ -1,0 +1,59 @@
+import pytest
+import torch
+from datasets import Dataset
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from sae_lens_match.lfp.finetune import dpo, sentiment_rl
+from sae_lens_match.world.tokenizer import train_tokenizer
+
+TEXTS = ["the film was great and i loved it", "the film was awful and i hated it", "a good movie", "a bad movie"] * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(TEXTS, vocab_size=300)
+
+
+def tiny_lm(tok, seed=0):
+    torch.manual_seed(seed)
+    cfg = GPTNeoXConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    return GPTNeoXForCausalLM(cfg)
+
+
+PAIRS = Dataset.from_dict({"prompt": ["the film was"] * 16, "chosen": [" great"] * 16, "rejected": [" awful"] * 16})
+
+
+@pytest.mark.parametrize("trust_region", [False, True])
+def test_tr_dpo_moves_the_reference_and_dpo_does_not(tmp_path, tokenizer, trust_region):
+    model = tiny_lm(tokenizer)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    result = dpo(model, tokenizer, PAIRS, output_dir=tmp_path, trust_region=trust_region, sync_steps=2, steps=4, batch_size=4, learning_rate=1e-3)
+    changed = lambda m: any(not torch.equal(start[k], v) for k, v in m.state_dict().items())  # noqa: E731
+    assert changed(result.model)
+    assert changed(result.ref_model) is trust_region
+    losses = [entry["loss"] for entry in result.log if "loss" in entry]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+
+
+def test_sentiment_rl_runs_with_the_vader_reward_and_resumes(tmp_path, tokenizer):
+    model = tiny_lm(tokenizer)
+    kw = dict(output_dir=tmp_path, batch_size=4, num_generations=2, max_completion_length=6, save_steps=2)
+    first = sentiment_rl(model, tokenizer, ["the film was", "a"] * 8, steps=2, **kw)
+    assert any("rewards/vader_reward/mean" in entry for entry in first.log)
+    assert (tmp_path / "checkpoint-2").is_dir()
+    second = sentiment_rl(model, tokenizer, ["the film was", "a"] * 8, steps=3, **kw)
+    steps_run = [entry["step"] for entry in second.log if "rewards/vader_reward/mean" in entry]
+    assert steps_run == [1, 2, 3]  # steps 1-2 restored from the checkpoint's log, step 3 trained now
+
+
+def test_recipes_refuse_bad_input(tmp_path, tokenizer):
+    model = tiny_lm(tokenizer)
+    with pytest.raises(ValueError, match="missing \\['rejected'\\]"):
+        dpo(model, tokenizer, Dataset.from_dict({"prompt": ["a"], "chosen": ["b"]}), output_dir=tmp_path)
+    with pytest.raises(ValueError, match="multiple of num_generations"):
+        sentiment_rl(model, tokenizer, ["a"], output_dir=tmp_path, batch_size=3, num_generations=2)
+    with pytest.raises(ValueError, match="Unknown reward 'nope'"):
+        sentiment_rl(model, tokenizer, ["a"], output_dir=tmp_path, reward="nope", batch_size=2, num_generations=2)

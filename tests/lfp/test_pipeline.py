@@ -1,0 +1,127 @@
+import json
+
+import pytest
+import torch
+from sae_lens import SAE
+from transformers import GPTNeoXForCausalLM
+
+from sae_lens_match import HubUnavailableError, world
+from sae_lens_match.lfp.dictionaries import DictionaryConfig
+from sae_lens_match.lfp.pipeline import FeedbackData, Part1Config, run_part1, text_prefixes
+from sae_lens_match.saes import TiedSAE
+from sae_lens_match.sources.models import load_causal_lm, load_tokenizer
+from sae_lens_match.world.model import model_config
+
+COMMIT = "0" * 40
+
+
+def world_data(n_texts, recipe="rl", n_pairs=64):
+    return FeedbackData(
+        "world",
+        prompts=world.review_prefixes(64, split="train"),
+        preferences=world.preference_pairs(n_pairs) if recipe != "rl" else None,
+        texts=world.corpus("train", n_texts),
+    )
+
+
+def small(recipe="rl", source="activations", steps=4, batch=8, tokens=4000, **kw):
+    return Part1Config(
+        recipe=recipe, finetune_steps=steps, finetune_batch_size=batch, learning_rate=1e-4,
+        dictionary=DictionaryConfig(training_tokens=tokens), dictionary_source=source, **kw,
+    )
+
+
+@pytest.mark.slow
+def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
+    cfg = small(top_k=2, model_name=world.WORLD_MODEL_NAME)
+    summary = run_part1(world_root / "model", world_data(48), tmp_path, cfg)
+    divergence = {int(k): v for k, v in summary["divergence"].items()}
+    assert len(divergence) == 4 and all(v > 0 for v in divergence.values())
+    assert summary["top_layers"] == sorted(divergence, key=divergence.get, reverse=True)[:2]
+    for layer in summary["top_layers"]:
+        info = summary["layers"][str(layer)]
+        shared = info["shared_features"]
+        d_in = info["d_in"]
+        assert len(shared) == d_in
+        assert sorted(f["small_index"] for f in shared) == list(range(d_in))
+        assert all(0 <= f["large_index"] < 2 * d_in for f in shared)
+        cosines = [f["cosine"] for f in shared]
+        assert cosines == sorted(cosines, reverse=True)
+        assert info["mean_max_cosine"] >= info["mean_assigned_cosine"] - 1e-6
+        saved = SAE.load_from_disk(tmp_path / "dictionaries" / f"layer_{layer}" / "2n")
+        assert saved.cfg.metadata.model_name == world.WORLD_MODEL_NAME
+    assert json.loads((tmp_path / "summary.json").read_text())["top_layers"] == summary["top_layers"]
+    # resume: the tuned model and the dictionaries are reused, not retrained
+    stamp = (tmp_path / "tuned_model" / "model.safetensors").stat().st_mtime_ns
+    again = run_part1(world_root / "model", world_data(48), tmp_path, cfg)
+    assert (tmp_path / "tuned_model" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert again["layers"] == summary["layers"]
+
+
+@pytest.mark.slow
+def test_part1_trains_dictionaries_on_the_model_directly(world_root, tmp_path):
+    cfg = small("dpo", "model", steps=2, batch=4, tokens=3000, top_k=1)
+    summary = run_part1(world_root / "model", world_data(200, "dpo"), tmp_path, cfg)
+    (layer,) = summary["top_layers"]
+    info = summary["layers"][str(layer)]
+    assert info["d_in"] == 512 and len(info["shared_features"]) == 512
+    assert not (tmp_path / "activations").exists()
+    directory = tmp_path / "dictionaries" / f"layer_{layer}"
+    small_sae, large_sae = SAE.load_from_disk(directory / "n"), SAE.load_from_disk(directory / "2n")
+    assert isinstance(small_sae, TiedSAE) and (small_sae.cfg.d_sae, large_sae.cfg.d_sae) == (512, 1024)
+    assert small_sae.cfg.metadata.hook_name == f"blocks.{layer}.mlp.hook_post"
+    assert run_part1(world_root / "model", world_data(200, "dpo"), tmp_path, cfg)["layers"] == summary["layers"]  # resumes
+
+
+def test_dpo_without_preference_pairs_is_refused_before_training(world_root, tmp_path):
+    with pytest.raises(ValueError, match="Recipe 'dpo' needs preference pairs; 'world' has none"):
+        run_part1(world_root / "model", world_data(10, "rl"), tmp_path, small("dpo"))
+    with pytest.raises(ValueError, match="recipe must be"):
+        Part1Config(recipe="ppo")
+
+
+def test_text_prefixes_are_short_seeded_openings():
+    texts = ["one two three four five six seven eight nine ten"] * 20
+    prefixes = text_prefixes(texts, seed=1)
+    assert prefixes == text_prefixes(texts, seed=1) != text_prefixes(texts, seed=2)
+    assert all(2 <= len(p.split()) <= 8 and texts[0].startswith(p) for p in prefixes)
+
+
+def test_part1_on_a_hub_model_offline_fails_fast_and_clearly(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    # an empty cache, so the test means the same on a machine that has Pythia cached
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    with pytest.raises(HubUnavailableError, match="pythia-160m"):
+        run_part1("pythia-160m", world_data(10), tmp_path)
+    with pytest.raises(ValueError, match="Unknown model"):
+        run_part1("pythia-160", world_data(10), tmp_path)
+    assert not (tmp_path / "tuned_model").exists()
+
+
+@pytest.mark.slow
+def test_part1_runs_on_a_hub_model_from_the_hub_cache(world_root, tmp_path, monkeypatch):
+    """Part 1 end to end on a hub name, offline: the Hugging Face cache holds what a download
+    of "EleutherAI/pythia-70m-deduped" would leave (here a tiny random GPT-NeoX and the world
+    tokenizer), so every hub-path call runs for real except the network transfer."""
+    import huggingface_hub
+
+    tokenizer = load_tokenizer(world_root / "model")
+    cache = tmp_path / "hf_cache"
+    repo = cache / "models--EleutherAI--pythia-70m-deduped"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    torch.manual_seed(3)
+    tiny = GPTNeoXForCausalLM(model_config(len(tokenizer), n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=32))
+    tiny.half().save_pretrained(repo / "snapshots" / COMMIT)  # float16, as Pythia's
+    tokenizer.save_pretrained(repo / "snapshots" / COMMIT)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert load_causal_lm("pythia-70m-deduped")[0].dtype == torch.float32
+    for source in ("activations", "model"):
+        cfg = small("dpo", source, steps=2, batch=4, tokens=1000, top_k=1, context_size=32)
+        summary = run_part1("pythia-70m-deduped", world_data(60, "dpo"), tmp_path / source, cfg)
+        assert summary["model"] == "pythia-70m-deduped" and len(summary["divergence"]) == 2
+        (layer,) = summary["top_layers"]
+        assert summary["layers"][str(layer)]["d_in"] == 64
+        saved = SAE.load_from_disk(tmp_path / source / "dictionaries" / f"layer_{layer}" / "n")
+        assert saved.cfg.metadata.model_name == "pythia-70m-deduped"  # its own name, never the world's
