@@ -45,8 +45,7 @@ def rows_path(work: Path, d_sae: int, d_in: int, seed: int) -> Path:
 
 def make_rows(path: Path, d_sae: int, d_in: int, seed: int) -> None:
     """Feature rows of a planted consecutive-layer pair, written to ``path``."""
-    from sae_lens_match.match import feature_rows
-    from sae_lens_match.synthetic import make_stack
+    from sae_lens_match.matching import feature_rows, make_stack
 
     stack = make_stack(n_layers=2, d_in=d_in, d_sae=d_sae, seed=seed)
     rows = {"a": feature_rows(stack.saes[0]).contiguous(), "b": feature_rows(stack.saes[1]).contiguous()}

@@ -18,9 +18,7 @@ import torch
 
 from sae_lens_match.lfp.finetune import sentiment_rl
 from sae_lens_match.lfp.reward import vader_reward
-from sae_lens_match.world import build_world, review_prefixes
-from sae_lens_match.world.model import load_hf_model
-from sae_lens_match.world.tokenizer import load_tokenizer
+from sae_lens_match.world import load_model, load_tokenizer, review_prefixes
 
 
 @torch.no_grad()
@@ -41,16 +39,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=128)
     args = parser.parse_args()
 
-    model_dir = build_world() / "model"
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer()
     prompts = review_prefixes(args.samples, seed=0, split="test")
-    base = mean_completion_reward(load_hf_model(model_dir), tokenizer, prompts, seed=1234)
+    base = mean_completion_reward(load_model("hf"), tokenizer, prompts, seed=1234)
     print(f"base model: mean VADER reward of {args.samples} sampled completions = {base:+.3f}")
     gains = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             tuned = sentiment_rl(
-                load_hf_model(model_dir).train(), tokenizer, review_prefixes(256, seed=seed, split="train"),
+                load_model("hf").train(), tokenizer, review_prefixes(256, seed=seed, split="train"),
                 output_dir=tmp, steps=args.steps, batch_size=16, learning_rate=2e-5, seed=seed,
             ).model.eval()
         reward = mean_completion_reward(tuned, tokenizer, prompts, seed=1234)

@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from sae_lens_match import Matching, match, parameter_mse
-from sae_lens_match.synthetic import make_stack
+from sae_lens_match.matching import make_stack
 
 
 def main() -> None:

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from sae_lens_match.eval_cli import world_inputs
-from sae_lens_match.evaluation import TokenSet, compare_matchers, compute_matchings, layer_pruning
-from sae_lens_match.evaluation.tables import format_table, markdown_table, write_line_plots, write_rows
-from sae_lens_match.io import write_text
+from sae_lens_match import DEFAULT_UNMATCHED, UnmatchedRule, world
+from sae_lens_match.atomic import write_text
+from sae_lens_match.evaluation import CompareConfig, LayerPruningConfig, ReplacementConfig, compute_matchings, run_compare, run_layer_pruning
+from sae_lens_match.report import format_table, line_panels, markdown_table, write_figure, write_table
+from sae_lens_match.sources import TokenSet
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--n-fit-texts", type=int, default=256, help="train-split reviews for activation_correlation")
     parser.add_argument("--hook", choices=["resid_post", "mlp_out"], default="resid_post", help="which world SAEs")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--quantile", type=float, default=None, help="MSE-quantile rule for the matchers (unmatched keep their own decoder)")
+    parser.add_argument("--quantile", type=float, default=None, help="MSE-quantile rule for the matchers (default: every pair kept, paper Eq. 5)")
     parser.add_argument("--rule-quantile", type=float, default=0.9, help="extra SAE Match row with the MSE-quantile rule at this quantile")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids contention on shared CPUs)")
@@ -48,7 +49,8 @@ def main() -> None:
     torch.set_grad_enabled(False)
     start = time.perf_counter()
 
-    model, saes, eval_tokens, fit_tokens = world_inputs(args.n_texts, args.seed, n_fit_texts=args.n_fit_texts, hook=args.hook)
+    model, saes = world.load_model("hooked_sae", seed=args.seed), world.load_saes(args.hook, seed=args.seed)
+    eval_tokens, fit_tokens = world.tokens("test", args.n_texts, seed=args.seed), world.tokens("train", args.n_fit_texts, seed=args.seed)
     data = TokenSet(model, eval_tokens, batch_size=args.batch_size)
     fit = TokenSet(model, fit_tokens, batch_size=args.batch_size)
     print(
@@ -57,27 +59,34 @@ def main() -> None:
     )
 
     matchings = compute_matchings(saes, data=fit)
-    rows = compare_matchers(saes, matchings, data=data, quantile=args.quantile, seed=args.seed)
+    rule = UnmatchedRule(quantile=args.quantile)
+
+    def pruning(name: str, **replacement) -> list[dict]:
+        config = LayerPruningConfig(ReplacementConfig(**{"unmatched_rule": rule, **replacement}), baselines=())
+        return run_layer_pruning(data, saes, {name: matchings["sae_match"]}, config).rows()
+
+    rows = run_compare(saes, matchings, data=data, config=CompareConfig(replacement=ReplacementConfig(unmatched_rule=rule), seed=args.seed)).rows()
     # folded vs unfolded inference for SAE Match (same matching, different transfer of scales)
-    unfolded = layer_pruning(data, saes, {"sae_match (unfolded inference)": matchings["sae_match"]}, baselines=(), fold=False, quantile=args.quantile)
-
+    unfolded = pruning("sae_match (unfolded inference)", fold=False)
     rule_name = f"sae_match (q={args.rule_quantile} rule)"
-    rule = layer_pruning(data, saes, {rule_name: matchings["sae_match"]}, baselines=(), quantile=args.rule_quantile)
+    quantile = pruning(rule_name, unmatched_rule=UnmatchedRule(quantile=args.rule_quantile))
+    default = pruning("sae_match (default rule)", unmatched_rule=DEFAULT_UNMATCHED)
 
-    table = rows + unfolded + rule
-    order = {"layer_drop": 0, "current": 1, "previous": 2, "sae_match": 3, "sae_match (unfolded inference)": 4, rule_name: 5, "cosine_top1": 6, "activation_correlation": 7}
+    table = rows + unfolded + quantile + default
+    order = {"layer_drop": 0, "current": 1, "previous": 2, "sae_match": 3, "sae_match (unfolded inference)": 4, rule_name: 5, "sae_match (default rule)": 6, "cosine_top1": 7, "activation_correlation": 8}
     table.sort(key=lambda r: (r["pair"], order.get(r["method"], 9)))
     columns = ["pair", "method", "delta_loss", "explained_variance", "clean_loss"]
     print("\nHidden-state approximation (delta loss in nats, explained variance), BOS excluded:")
     print(format_table(table, columns))
     matcher_rows = [r for r in rows if r.get("kind") == "matcher"]
-    score_columns = ["pair", "method", "mean_cost", "n_distinct_targets", "agreement", "matching_score", "random_matching_score", "correlation"]
+    score_columns = ["pair", "method", "mean_cost", "fraction_matched", "n_distinct_targets", "agreement", "matching_score", "random_matching_score", "correlation"]
     print("\nMatching on data (co-activation Jaccard; chance from a random pairing) and parameter MSE:")
     print(format_table(matcher_rows, score_columns))
 
-    write_rows(args.out, "layer_pruning", table)
-    write_rows(args.out, "matchers", matcher_rows)
-    write_line_plots(args.out / "layer_pruning.html", table, x="pair", series="method", panels=["delta_loss", "explained_variance"], title="World model: hidden-state approximation per layer pair")
+    write_table(args.out, "layer_pruning", table)
+    write_table(args.out, "matchers", matcher_rows)
+    panels = line_panels(table, x="pair", series="method", panels=["delta_loss", "explained_variance"])
+    write_figure(args.out / "layer_pruning.html", panels, title="World model: hidden-state approximation per layer pair")
     write_text(args.out / "README_table.md", markdown_table(table, columns, digits=3) + "\n\n" + markdown_table(matcher_rows, score_columns, digits=3) + "\n")
     print(f"\nwrote {args.out}/layer_pruning.{{json,csv,html,png}}, matchers.{{json,csv}}, README_table.md in {time.perf_counter() - start:.0f} s")
 

@@ -20,11 +20,9 @@ import math
 
 import torch
 
-from sae_lens_match import match, world
-from sae_lens_match.evaluation.coactivation import matching_score
-from sae_lens_match.evaluation.data import TokenSet
-from sae_lens_match.match import parameter_mse
-from sae_lens_match.world.train import pack_rows
+from sae_lens_match import UnmatchedRule, match, parameter_mse, world
+from sae_lens_match.evaluation import MatchingScoreConfig, run_matching_score
+from sae_lens_match.sources import TokenSet
 
 
 def _mean(t: torch.Tensor) -> float:
@@ -39,9 +37,8 @@ def main() -> None:
     args = parser.parse_args()
 
     saes = world.load_saes(hook=args.hook, seed=args.seed)
-    model = world.load_model(kind="hooked", seed=args.seed)
-    n_ctx = model.cfg.n_ctx
-    rows = pack_rows(world.corpus("test", args.n_reviews, args.seed), model.tokenizer, n_ctx)
+    model = world.load_model("hooked", seed=args.seed)
+    rows = world.tokens("test", args.n_reviews, seed=args.seed)
     data = TokenSet(model, rows, bos_token_id="auto", batch_size=32, progress=False)
     print(f"world seed {args.seed}: {len(saes)} {args.hook} SAEs, d_in={saes[0].cfg.d_in}, "
           f"d_sae={saes[0].cfg.d_sae}; co-activation on {rows.numel() - len(rows)} held-out tokens\n")
@@ -58,7 +55,8 @@ def main() -> None:
         vanilla_mse = _mean(parameter_mse(a, b, identity, fold=True))
         matched_mse = _mean(parameter_mse(a, b, unfolded.permutation, fold=True))
         folded_mse = _mean(parameter_mse(a, b, folded.permutation, fold=True))
-        score = matching_score(data, a, b, folded, seed=args.seed)
+        # every pair of the bijection is scored (no unmatched rule), as in the paper
+        (score,) = run_matching_score(data, [a, b], {"sae_match": [folded]}, MatchingScoreConfig(UnmatchedRule(), args.seed)).rows()
         ratio = score["matching_score"] / score["random_matching_score"]
         print(f"{t:>2}->{t + 1:<2} {vanilla_mse:9.5f} {matched_mse:9.5f} {folded_mse:10.5f} "
               f"{score['matching_score']:7.3f} {score['random_matching_score']:7.3f} "

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from transformers import GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
+from sae_lens_match.sources.training import seeded
 from sae_lens_match.world.corpus import Review
 from sae_lens_match.world.lexicon import vocabulary
 
@@ -84,8 +85,7 @@ def sample_completions(
     """
     out = []
     model.eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         for prefix in prefixes:
             ids = tokenizer(prefix, return_tensors="pt")["input_ids"]
             room = model.config.max_position_embeddings - ids.shape[1]

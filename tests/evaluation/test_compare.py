@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 
 from sae_lens_match import MatchConfig, parameter_mse
