@@ -18,7 +18,7 @@ from sae_lens_match.lfp.pipeline import FeedbackData, Part1Config, text_prefixes
 from sae_lens_match.sources.models import load_model, processing_for
 from sae_lens_match.sources.saes import load_sae
 from sae_lens_match.sources.texts import load_preference_dataset, load_texts
-from sae_lens_match.sources.tokens import TokenSet, load_tokens, pack_texts
+from sae_lens_match.sources.tokens import TokenSet, load_tokens
 
 
 @dataclass
@@ -59,9 +59,7 @@ def eval_inputs(args: argparse.Namespace) -> EvalInputs:
             raise ValueError("--world brings its own model and tokens; drop --model/--tokens.")
         model = world.load_model("hooked_sae", seed=args.seed)
         saes = [load_sae(s) for s in args.saes] if args.saes else world.load_saes(args.world_hook, seed=args.seed)
-        n_ctx = int(model.cfg.n_ctx)
-        held_out = pack_texts(model.tokenizer, world.corpus("test", args.n_texts, args.seed), n_ctx)
-        fit = pack_texts(model.tokenizer, world.corpus("train", args.n_texts, args.seed), n_ctx)
+        held_out, fit = world.tokens("test", args.n_texts, seed=args.seed), world.tokens("train", args.n_texts, seed=args.seed)
         return EvalInputs(saes, TokenSet(model, held_out, bos, args.batch_size), TokenSet(model, fit, bos, args.batch_size))
     if len(args.saes) < 2:
         raise ValueError("Name at least two SAEs (or use --world).")

@@ -176,6 +176,8 @@ def run_matching_score(
         ValueError: matchings for other SAEs, or data-based matchings fitted on ``data``.
     """
     config = config or MatchingScoreConfig()
+    if not matchings:
+        raise ValueError("run_matching_score needs at least one set of matchings.")
     check_stack(saes, matchings)
     check_held_out(matchings, data)
     rows = []

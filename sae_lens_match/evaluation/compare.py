@@ -151,6 +151,8 @@ def run_compare(
         ValueError: matchings for other SAEs, or data-based matchings fitted on ``data``.
     """
     config = config or CompareConfig()
+    if not matchings:
+        raise ValueError("run_compare needs at least one set of matchings (compute_matchings found none to run?).")
     check_stack(saes, matchings)
     reference = config.reference if config.reference in matchings else None
     extra: dict[tuple[int, str], dict[str, Any]] = {}
