@@ -29,14 +29,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 with a one-line message for bad input)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="sae-lens-match: %(message)s")
-    logging.getLogger("sae_lens_match").setLevel(logging.INFO)
+    _show_package_messages()
     try:
         args.run(args)
     except (ValueError, RuntimeError) as error:
         print(f"sae-lens-match: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _show_package_messages() -> None:
+    """The package's own log messages on stderr (other libraries keep their own handlers)."""
+    logger = logging.getLogger("sae_lens_match")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("sae-lens-match: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 if __name__ == "__main__":
