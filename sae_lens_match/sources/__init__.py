@@ -13,7 +13,7 @@ Hugging Face and TransformerLens loading.
 """
 
 from sae_lens_match.sources.activations import collect_activations, feature_activations, hidden_states, load_activations, save_activations
-from sae_lens_match.sources.hooks import check_hooks, hook_name, hook_width, is_residual, layer_of
+from sae_lens_match.sources.hooks import check_hooks, hook_name, hook_width, is_residual
 from sae_lens_match.sources.hub import HubUnavailableError, hub_call
 from sae_lens_match.sources.models import MODEL_KINDS, ModelRef, hooked_from_hf, load_bridge, load_causal_lm, load_model, load_tokenizer, resolve_model
 from sae_lens_match.sources.saes import default_device, load_pretrained, load_sae, release_stack
@@ -37,7 +37,6 @@ __all__ = [
     "hooked_from_hf",
     "hub_call",
     "is_residual",
-    "layer_of",
     "load_activations",
     "load_bridge",
     "load_causal_lm",

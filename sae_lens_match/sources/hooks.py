@@ -15,7 +15,6 @@ import torch
 from transformer_lens.utils import get_act_name
 
 _RESIDUAL = re.compile(r"^blocks\.\d+\.hook_resid_(pre|mid|post)$")
-_LAYER = re.compile(r"^blocks\.(\d+)\.")
 # Widths TransformerLens's config states, by the end of the hook name.
 _WIDTH_FIELDS = {
     "hook_resid_pre": "d_model",
@@ -37,12 +36,6 @@ def hook_name(kind: str, layer: int) -> str:
     if "." in kind or kind.startswith("hook_") or layer < 0:
         raise ValueError(f"hook_name takes a kind such as 'resid_post' and a layer >= 0, got {kind!r}, {layer}.")
     return get_act_name(kind, layer)
-
-
-def layer_of(name: str) -> int | None:
-    """The block index in a hook name (``"blocks.3.hook_mlp_out"`` -> 3), or ``None``."""
-    found = _LAYER.match(name)
-    return int(found.group(1)) if found else None
 
 
 def is_residual(name: str) -> bool:

@@ -23,7 +23,6 @@ from sae_lens_match.world.build import (
     default_cache_dir,
     is_built,
     rebuild,
-    weights_hash,
     world_dir,
 )
 from sae_lens_match.world.corpus import Review, corpus, make_review, review_prefixes, reviews
@@ -72,7 +71,6 @@ __all__ = [
     "token_dataset",
     "tokens",
     "vocabulary",
-    "weights_hash",
     "world_dir",
     "world_root",
 ]

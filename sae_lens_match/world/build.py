@@ -122,11 +122,6 @@ def is_built(directory: Path) -> bool:
     return (directory / MANIFEST).is_file()
 
 
-def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the tensors of a state dict, in sorted key order (name, dtype, shape, bytes)."""
-    return sha256_tensors(state_dict)
-
-
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     # One builder per world; others block here, then find it built. POSIX only: where
@@ -264,7 +259,7 @@ def _build_into(out: Path, seed: int, cfg: WorldConfig, progress: bool) -> None:
                 sae_metrics[hook] = sae_stats(saved, eval_acts.pop(hook))
                 if not sae_metrics[hook]["min_threshold"] > 0:  # folding divides by it
                     raise RuntimeError(f"SAE {hook} trained a non-positive threshold: {sae_metrics[hook]}")
-                sae_hashes[hook] = weights_hash(saved.state_dict())
+                sae_hashes[hook] = sha256_tensors(saved.state_dict())
                 pbar.update()
 
     manifest = {
@@ -276,7 +271,7 @@ def _build_into(out: Path, seed: int, cfg: WorldConfig, progress: bool) -> None:
         "build_seconds": time.perf_counter() - start,
         "build_cpu_seconds": time.process_time() - start_cpu,  # wall time on an idle core
         "hooks": hooks,
-        "model_sha256": weights_hash(lm.state_dict()),
+        "model_sha256": sha256_tensors(lm.state_dict()),
         "sae_sha256": sae_hashes,
         "lm": lm_metrics,
         "saes": sae_metrics,

@@ -1,7 +1,7 @@
 import pytest
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from sae_lens_match.sources import check_hooks, hook_name, hook_width, is_residual, layer_of
+from sae_lens_match.sources import check_hooks, hook_name, hook_width, is_residual
 
 
 def tiny_model():
@@ -16,7 +16,6 @@ def test_hook_names_are_transformer_lens_names():
     assert hook_name("post", 1) == "blocks.1.mlp.hook_post"
     with pytest.raises(ValueError, match="takes a kind such as 'resid_post'"):
         hook_name("blocks.1.hook_resid_post", 1)
-    assert layer_of("blocks.12.hook_mlp_out") == 12 and layer_of("hook_embed") is None
     assert is_residual("blocks.0.hook_resid_mid") and not is_residual("blocks.0.hook_mlp_out")
 
 
