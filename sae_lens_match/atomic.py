@@ -30,6 +30,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.remove(tmp)
 
 
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a temporary file :func:`atomic_path` made (left behind by a killed write)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file()
+
+
+def prepare_out_dir(path: str | Path, *, clean: bool = True) -> Path:
+    """Make sure results can be written to the folder ``path`` before any work is done.
+
+    Creates it if needed and tries a write. With ``clean``, removes the temporary files that
+    writes killed mid-way (SIGKILL, power loss) left under it; only do that where no other
+    process is writing into the same folder.
+
+    Raises:
+        ValueError: ``path`` is a file, cannot be created, or is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"The output folder {path} is a file; give a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"Cannot write results to {path}: {error.strerror or error}.") from None
+    if clean:
+        for stale in [p for p in path.rglob(".*.tmp") if is_temporary(p)]:
+            stale.unlink(missing_ok=True)
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -1,6 +1,6 @@
 """The package's layers, read from its imports: a lower layer never imports a higher one.
 
-    base (registry, atomic, fingerprints, version) < saes < assignment < sources < matching
+    base (registry, atomic, fingerprints, stages, version) < saes < assignment < sources < matching
     < evaluation < report < lfp;  world sits on sources alone;  cli on everything.
 
 Only the command line picks the embedded world: nothing else in the package imports it.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parent.parent / "sae_lens_match"
-BASE = {"registry", "atomic", "fingerprints", "version"}
+BASE = {"registry", "atomic", "fingerprints", "stages", "version"}
 ALLOWED = {
     "base": BASE,
     "saes": BASE,

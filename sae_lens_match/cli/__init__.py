@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 
+from sae_lens_match.assignment import DenseTooLargeError
 from sae_lens_match.cli import evaluate, lfp, match, world
 
 
@@ -27,12 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (2 with a one-line message for bad input)."""
+    """Run the command line; returns the exit code (2 with a one-line message for bad input,
+    unusable files or an unreachable service)."""
     args = build_parser().parse_args(argv)
     _show_package_messages()
     try:
         args.run(args)
-    except (ValueError, RuntimeError) as error:
+    except (ValueError, RuntimeError, DenseTooLargeError, OSError) as error:
         print(f"sae-lens-match: error: {error}", file=sys.stderr)
         return 2
     return 0

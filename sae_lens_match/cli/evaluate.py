@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from sae_lens_match.cli.inputs import add_eval_inputs, eval_inputs
-from sae_lens_match.cli.options import add_match_options, add_out, add_unmatched_options, match_config, unmatched_rule
-from sae_lens_match.evaluation.compare import DEFAULT_MATCHERS, CompareConfig, compute_matchings, run_compare
+from sae_lens_match.cli.options import add_match_options, add_out, add_unmatched_options, match_config, matcher_names, out_dir, positive_int, unmatched_rule
+from sae_lens_match.evaluation.compare import DEFAULT_MATCHERS, CompareConfig, add_judgements, compute_matchings, run_compare
 from sae_lens_match.evaluation.explain.client import ChatClient
 from sae_lens_match.evaluation.explain.judging import JUDGES, JudgingConfig
 from sae_lens_match.evaluation.layer_pruning import LayerPruningConfig, run_layer_pruning
@@ -35,7 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="all matchers side by side on the same SAEs and data")
     _common(p, Path("results/compare"))
     p.add_argument("--judge", choices=["none", *JUDGES.names()], default="none", help="judge matched pairs (heuristic: offline, not an LLM)")
-    p.add_argument("--judge-features", type=int, default=JudgingConfig.n_features, help="pairs judged per layer pair and matcher")
+    p.add_argument("--judge-features", type=positive_int, default=JudgingConfig.n_features, help="pairs judged per layer pair and matcher")
     p.add_argument("--llm-base-url", default=None, help="OpenAI-compatible base URL (default: SAE_LENS_MATCH_LLM_BASE_URL / OPENAI_BASE_URL)")
     p.add_argument("--llm-model", default=None, help="model name (default: SAE_LENS_MATCH_LLM_MODEL / OPENAI_MODEL)")
     p.set_defaults(run=run_compare_command)
@@ -48,15 +48,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser, out: Path) -> None:
     add_eval_inputs(p)
-    p.add_argument("--matchers", default=",".join(DEFAULT_MATCHERS), help="comma-separated registered matchers")
+    p.add_argument("--matchers", type=matcher_names, default=list(DEFAULT_MATCHERS), help=f"comma-separated registered matchers (default: {','.join(DEFAULT_MATCHERS)})")
     p.add_argument("--unfolded-inference", action="store_true", help="layer pruning decodes raw (unfolded) activations")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for this process")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads for this process")
     add_out(p, out)
     add_match_options(p)
     add_unmatched_options(p)
 
 
 def _setup(args: argparse.Namespace):
+    out_dir(args)
     if args.threads:
         torch.set_num_threads(args.threads)  # the command owns its process
     inputs = eval_inputs(args)
@@ -64,23 +65,25 @@ def _setup(args: argparse.Namespace):
         fold=not args.unfolded_inference, unmatched_rule=unmatched_rule(args),
         error_term=getattr(args, "error_term", False), nonpositive_threshold=args.nonpositive_threshold,
     )
-    names = [m.strip() for m in args.matchers.split(",") if m.strip()]
-    return inputs, replacement, names
+    return inputs, replacement, args.matchers
 
 
 def run_compare_command(args: argparse.Namespace) -> list[dict]:
     """Print and write the side-by-side table."""
+    if args.judge != "none" and not (args.world or args.tokens):
+        raise ValueError("--judge needs data (--world, or --model with --tokens).")
     inputs, replacement, names = _setup(args)
-    matchings = compute_matchings(inputs.saes, names, data=inputs.fit_data, config=match_config(args), skip_data_matchers=True)
-    skipped = [m for m in names if m not in matchings]
     judge = explainer = None
-    if args.judge != "none":
-        if inputs.data is None:
-            raise ValueError("--judge needs data (--world, or --model with --tokens).")
+    if args.judge != "none":  # a bad endpoint or model name is refused before any work
         client = ChatClient(args.llm_base_url, args.llm_model, cache_dir=args.out / "llm_cache") if args.judge == "llm" else None
         judge, explainer = JUDGES.get(args.judge)(client)
+    matchings = compute_matchings(inputs.saes, names, data=inputs.fit_data, config=match_config(args), skip_data_matchers=True)
+    skipped = [m for m in names if m not in matchings]
     config = CompareConfig(replacement=replacement, judging=JudgingConfig(n_features=args.judge_features, seed=args.seed), seed=args.seed)
-    result = run_compare(inputs.saes, matchings, data=inputs.data, config=config, judge=judge, explainer=explainer)
+    result = run_compare(inputs.saes, matchings, data=inputs.data, config=config)
+    write_result(args.out, "compare", result)  # kept even if judging below fails
+    if judge is not None:
+        result = add_judgements(result, inputs.saes, matchings, inputs.data, judge, explainer)
     rows = result.rows()
     columns = ["pair", "method", "mean_cost", "fraction_matched", "n_distinct_targets", "agreement", "matching_score", "random_matching_score", "correlation", "delta_loss", "explained_variance", "frac_same", "frac_maybe", "frac_different"]
     print(format_table(rows, [c for c in columns if any(r.get(c) is not None for r in rows)]))

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sae_lens import SAE
 
 from sae_lens_match import world
+from sae_lens_match.cli.options import bos_token, positive_int
 from sae_lens_match.lfp.pipeline import FeedbackData, Part1Config, text_prefixes
 from sae_lens_match.sources.models import load_model, processing_for
 from sae_lens_match.sources.saes import load_sae
@@ -36,24 +36,16 @@ def add_eval_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="TransformerLens model name for data (loaded from the hub)")
     p.add_argument("--tokens", type=Path, default=None, help="evaluation tokens: .pt or .safetensors [n_rows, seq_len]")
     p.add_argument("--match-tokens", type=Path, default=None, help="tokens for data-based matchers (default: the first half of --tokens rows; the second half is evaluated)")
-    p.add_argument("--n-texts", type=int, default=64, help="--world: reviews per split (test split evaluated, train split fitted)")
+    p.add_argument("--n-texts", type=positive_int, default=64, help="--world: reviews per split (test split evaluated, train split fitted)")
     p.add_argument("--world-hook", choices=list(world.HOOK_KINDS), default="resid_post", help="--world: which SAEs")
-    p.add_argument("--bos-token-id", default="auto", help="'auto' (the tokenizer's), an id, or 'none' (evaluate every position)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--bos-token-id", type=bos_token, default="auto", help="'auto' (the tokenizer's), an id, or 'none' (evaluate every position)")
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--seed", type=int, default=0)
-
-
-def _bos(text: str) -> Any:
-    if text == "auto":
-        return "auto"
-    if text.lower() == "none":
-        return None
-    return int(text)
 
 
 def eval_inputs(args: argparse.Namespace) -> EvalInputs:
     """The SAEs and token sets a ``compare`` / ``evaluate`` run works on."""
-    bos = _bos(args.bos_token_id)
+    bos = args.bos_token_id
     if args.world:
         if args.model or args.tokens:
             raise ValueError("--world brings its own model and tokens; drop --model/--tokens.")

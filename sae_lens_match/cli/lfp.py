@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sae_lens_match import world
 from sae_lens_match.cli.inputs import feedback_data
-from sae_lens_match.cli.options import add_out
+from sae_lens_match.cli.options import add_out, out_dir, positive_int
 from sae_lens_match.lfp.pipeline import Part1Config, run_part1
 
 
@@ -18,17 +18,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_out(p, Path("results/lfp"))
     p.add_argument("--model", help="a checkpoint directory or a TransformerLens hub model (e.g. pythia-70m-deduped); default: the embedded world's LM")
     p.add_argument("--data", choices=["world", "imdb"], default=None, help="feedback data (default: world for the world's LM, imdb (+ Anthropic HH) otherwise)")
-    p.add_argument("--n-texts", type=int, default=400, help="texts whose activations train the dictionaries")
+    p.add_argument("--n-texts", type=positive_int, default=400, help="texts whose activations train the dictionaries")
     p.add_argument("--dictionary-source", choices=["activations", "model"], default=default.dictionary_source, help="train dictionaries on collected activations or on the model directly (SAELens runner)")
     p.add_argument("--recipe", choices=["rl", "dpo", "tr-dpo"], default=default.recipe)
-    p.add_argument("--steps", type=int, default=default.finetune_steps, help="fine-tuning steps")
-    p.add_argument("--top-k", type=int, default=default.top_k, help="how many most-changed MLP layers to study")
-    p.add_argument("--dictionary-tokens", type=int, default=default.dictionary.training_tokens, help="training tokens per dictionary")
+    p.add_argument("--steps", type=positive_int, default=default.finetune_steps, help="fine-tuning steps")
+    p.add_argument("--top-k", type=positive_int, default=default.top_k, help="how many most-changed MLP layers to study")
+    p.add_argument("--dictionary-tokens", type=positive_int, default=default.dictionary.training_tokens, help="training tokens per dictionary")
     p.add_argument("--seed", type=int, default=default.seed)
     p.set_defaults(run=run_lfp)
 
 
 def run_lfp(args: argparse.Namespace) -> dict:
+    out_dir(args)
     model, model_name = args.model, None
     if model is None:
         model, model_name = world.model_dir(seed=args.seed), world.WORLD_MODEL_NAME

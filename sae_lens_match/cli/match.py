@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sae_lens_match.cli.options import add_match_options, add_out, add_unmatched_options, match_config, unmatched_rule
+from sae_lens_match.cli.options import add_match_options, add_out, add_unmatched_options, match_config, out_dir, positive_int, unmatched_rule
 from sae_lens_match.evaluation.cost_summary import CostSummaryConfig, run_cost_summary
 from sae_lens_match.matching.layers import match_layers
 from sae_lens_match.matching.matching import Matching
@@ -26,9 +26,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run SAE Match end to end on the embedded default (offline)")
     p.add_argument("--hook", choices=["resid_post", "mlp_out"], default="resid_post", help="which world SAEs to match")
     p.add_argument("--synthetic", action="store_true", help="use a planted synthetic stack instead, scored against its truth")
-    p.add_argument("--layers", type=int, default=6, help="--synthetic: stack depth")
-    p.add_argument("--d-in", type=int, default=64, help="--synthetic: SAE input width")
-    p.add_argument("--d-sae", type=int, default=512, help="--synthetic: SAE width")
+    p.add_argument("--layers", type=positive_int, default=6, help="--synthetic: stack depth (at least 2)")
+    p.add_argument("--d-in", type=positive_int, default=64, help="--synthetic: SAE input width")
+    p.add_argument("--d-sae", type=positive_int, default=512, help="--synthetic: SAE width")
     p.add_argument("--seed", type=int, default=0, help="world or stack seed")
     add_out(p, Path("results/demo"))
     add_match_options(p)
@@ -38,6 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_match(specs: list[Any], args: argparse.Namespace) -> list[dict]:
     """Match consecutive SAEs, write pair files and the report, return the summary rows."""
+    out_dir(args)
     matchings = match_layers(specs, match_config(args), out_dir=args.out)
     summary = run_cost_summary(matchings, CostSummaryConfig(unmatched_rule(args)))
     write_matching_report(args.out, summary, matchings)
@@ -53,6 +54,7 @@ def run_match(specs: list[Any], args: argparse.Namespace) -> list[dict]:
 
 def run_demo(args: argparse.Namespace) -> None:
     """SAE Match across the layers of the embedded world (or a planted synthetic stack)."""
+    out_dir(args)
     if args.synthetic:
         return _synthetic_demo(args)
     root = build_world(seed=args.seed)
@@ -62,11 +64,13 @@ def run_demo(args: argparse.Namespace) -> None:
 
 
 def _synthetic_demo(args: argparse.Namespace) -> None:
+    if args.layers < 2:
+        raise ValueError(f"--layers must be at least 2 (a stack to match), got {args.layers}.")
     stack = make_stack(n_layers=args.layers, d_in=args.d_in, d_sae=args.d_sae, seed=args.seed)
     specs = []
     for layer, sae in enumerate(stack.saes):
         path = args.out / "saes" / f"layer_{layer}"
-        sae.save_model(path)
+        sae.save_model(path)  # same bytes on every run, so pairs matched before are reused
         specs.append(path)
     print(f"synthetic stack of {args.layers} JumpReLU SAEs (d_in={args.d_in}, d_sae={args.d_sae}) in {args.out}/saes")
     run_match(specs, args)

@@ -20,7 +20,7 @@ from sae_lens_match.evaluation.coactivation import (
     coactivations,
     run_matching_score,
 )
-from sae_lens_match.evaluation.compare import DEFAULT_MATCHERS, CompareConfig, CompareRow, compute_matchings, run_compare
+from sae_lens_match.evaluation.compare import DEFAULT_MATCHERS, CompareConfig, CompareRow, add_judgements, compute_matchings, run_compare
 from sae_lens_match.evaluation.cost_summary import CostSummaryConfig, CostSummaryRow, run_cost_summary
 from sae_lens_match.evaluation.layer_pruning import BASELINES, LayerPruningConfig, LayerPruningRow, run_layer_pruning
 from sae_lens_match.evaluation.parameter_curves import ParameterCurvesConfig, ParameterCurvesRow, identity_matching, run_parameter_curves
@@ -38,6 +38,7 @@ from sae_lens_match.evaluation.replacement import (
 from sae_lens_match.evaluation.results import EvalResult
 
 __all__ = [
+    "add_judgements",
     "BASELINES",
     "DEFAULT_MATCHERS",
     "Coactivation",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -170,13 +170,6 @@ def run_compare(
             pruning = run_layer_pruning(data, saes, matchings, LayerPruningConfig(config.replacement, config.baselines))
             add(pruning.rows(), ["delta_loss", "explained_variance", "clean_loss"])
             baselines = [r for r in pruning.rows() if r["kind"] == "baseline"]
-        if judge is not None:
-            judged = run_judging(data, saes, matchings, judge, explainer=explainer, config=config.judging).rows()
-            for i in range(len(saes) - 1):
-                for name in matchings:
-                    verdicts = [r for r in judged if r["pair"] == i and r["method"] == name]
-                    summary = summarize_verdicts(verdicts)
-                    extra.setdefault((i, name), {}).update({k: summary[k] for k in ("frac_same", "frac_maybe", "frac_different", "judge")})
     rows = []
     for i in range(len(saes) - 1):
         hooks = {"source_hook": saes[i].cfg.metadata.hook_name, "target_hook": saes[i + 1].cfg.metadata.hook_name}
@@ -202,4 +195,30 @@ def run_compare(
             )
         for b in (r for r in baselines if r["pair"] == i):
             rows.append(CompareRow(pair=i, method=b["method"], kind="baseline", **hooks, delta_loss=b["delta_loss"], explained_variance=b["explained_variance"], clean_loss=b["clean_loss"]))
-    return EvalResult("compare", config, tuple(rows))
+    result = EvalResult("compare", config, tuple(rows))
+    if judge is not None and data is not None:
+        result = add_judgements(result, saes, matchings, data, judge, explainer)
+    return result
+
+
+def add_judgements(
+    result: EvalResult[CompareRow],
+    saes: Sequence[SAE],
+    matchings: Mapping[str, Sequence[Matching]],
+    data: TokenSet,
+    judge: Judge,
+    explainer: Explainer | None = None,
+) -> EvalResult[CompareRow]:
+    """``result`` with the judged fractions of a sample of each matcher's pairs filled in.
+
+    A separate step, so a caller can save the comparison first: judging may call a remote LLM
+    that fails, and what was computed before it must not be lost.
+    """
+    judged = run_judging(data, saes, matchings, judge, explainer=explainer, config=result.config.judging).rows()
+    table = []
+    for row in result.table:
+        if row.kind == "matcher":
+            summary = summarize_verdicts([r for r in judged if r["pair"] == row.pair and r["method"] == row.method])
+            row = replace(row, **{k: summary[k] for k in ("frac_same", "frac_maybe", "frac_different", "judge")})
+        table.append(row)
+    return replace(result, table=tuple(table))

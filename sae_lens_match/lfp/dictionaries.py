@@ -64,6 +64,8 @@ class DictionaryConfig:
             raise ValueError(f"Unknown architecture {self.architecture!r}; choose from {sorted(_CONFIGS)}.")
         if self.training_tokens < self.batch_size:
             raise ValueError(f"training_tokens={self.training_tokens} is less than one batch of {self.batch_size}.")
+        if not self.lr > 0 or not self.l1_coefficient >= 0 or self.batch_size < 1:
+            raise ValueError(f"Need lr > 0, l1_coefficient >= 0 and batch_size >= 1, got {self.lr}, {self.l1_coefficient}, {self.batch_size}.")
 
     def sae_config(self, d_in: int, d_sae: int, hook_name: str, device: str, model_name: str | None = None) -> TrainingSAEConfig:
         """The SAELens training config of one dictionary."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 from torch import nn
 
@@ -12,6 +13,7 @@ from sae_lens_match.report.plots import Line, Panel, write_figure
 
 # Layer index in Hugging Face (layers.N, h.N, layer.N) and TransformerLens (blocks.N) names.
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
+logger = logging.getLogger(__name__)
 
 
 def layer_divergence(base: nn.Module, tuned: nn.Module, *, part: Literal["mlp", "block"] = "mlp") -> dict[int, float]:
@@ -52,14 +54,29 @@ def layer_divergence(base: nn.Module, tuned: nn.Module, *, part: Literal["mlp", 
 
 
 def top_layers(divergence: dict[int, float], k: int = 5) -> list[int]:
-    """The ``k`` most-changed layers, most changed first."""
-    return sorted(divergence, key=divergence.get, reverse=True)[:k]
+    """The ``k`` most-changed layers, most changed first (ties: the shallower layer first).
+
+    Raises:
+        ValueError: ``k`` outside ``1..len(divergence)``, or no layer changed at all (the
+            fine-tuning did nothing: zero steps or learning rate, or frozen weights).
+    """
+    if not 1 <= k <= len(divergence):
+        raise ValueError(f"Cannot pick the top {k} of {len(divergence)} layers; choose 1 <= k <= {len(divergence)}.")
+    if not any(v > 0 for v in divergence.values()):
+        raise ValueError("Fine-tuning changed no layer (every divergence is 0): check its steps and learning rate.")
+    ranked = sorted(divergence, key=lambda layer: (-divergence[layer], layer))
+    if k < len(ranked) and divergence[ranked[k - 1]] == divergence[ranked[k]]:
+        logger.warning(
+            "Layers %s and %s tie in divergence (%g); the top %d is decided by layer order, not by the data.",
+            ranked[k - 1], ranked[k], divergence[ranked[k]], k,
+        )
+    return ranked[:k]
 
 
-def plot_divergence(divergence: dict[int, float], path: str | Path, *, k: int = 5) -> list[Path]:
-    """A bar chart of the divergence per layer (top ``k`` in red), as an HTML page at ``path``
-    and a PNG beside it with the same stem."""
-    top = set(top_layers(divergence, k))
+def plot_divergence(divergence: dict[int, float], path: str | Path, *, top: Sequence[int]) -> list[Path]:
+    """A bar chart of the divergence per layer (the ``top`` layers in red), as an HTML page at
+    ``path`` and a PNG beside it with the same stem."""
+    k, top = len(top), set(top)
     layers = list(divergence)
     colors = ["crimson" if layer in top else "steelblue" for layer in layers]
     bars = Line("divergence", layers, [divergence[layer] for layer in layers], color=colors, bars=True, legend=False)

@@ -2,7 +2,9 @@
 
 Each recipe takes a Hugging Face causal LM and its tokenizer, trains with TRL, and returns the
 tuned model with TRL's log. Checkpoints go to ``output_dir``; a rerun resumes from the last
-one. Nothing is sent to wandb unless ``report_to`` asks for it.
+one when it trains the same model on the same data with the same settings, and starts afresh
+otherwise (the folder is a :class:`~sae_lens_match.stages.Stage` keyed on all of them). Nothing
+is sent to wandb unless ``report_to`` asks for it.
 
 The paper ran PPO with the VADER reward. TRL removed ``PPOTrainer``, so
 :func:`sentiment_rl` uses RLOO (default) or GRPO: no value network, the baseline is the
@@ -22,7 +24,9 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_utils import get_last_checkpoint
 
+from sae_lens_match.fingerprints import sha256_json, sha256_tensors
 from sae_lens_match.lfp.reward import RewardFn, trl_reward
+from sae_lens_match.stages import Stage
 
 
 @dataclass
@@ -56,6 +60,12 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _prepare(output_dir: str | Path, resume: bool, model: PreTrainedModel, settings: dict[str, Any]) -> None:
+    """Key ``output_dir`` on the starting weights and every setting: checkpoints of another run are
+    removed rather than resumed (and all are without ``resume``)."""
+    Stage.of(output_dir, {"model": sha256_tensors(model.state_dict()), **settings}).start(resume=resume)
 
 
 def _train(trainer, output_dir: str | Path, resume: bool) -> list[dict[str, Any]]:
@@ -96,6 +106,11 @@ def dpo(
         raise ValueError(f"Preference pairs need columns prompt, chosen, rejected; missing {sorted(missing)}.")
     if not 0.0 < mixup_alpha <= 1.0 or sync_steps < 1:
         raise ValueError(f"TR-DPO needs 0 < mixup_alpha <= 1 and sync_steps >= 1, got {mixup_alpha}, {sync_steps}.")
+    _prepare(output_dir, resume, model, {
+        "recipe": "dpo", "trust_region": trust_region, "mixup_alpha": mixup_alpha, "sync_steps": sync_steps, "beta": beta,
+        "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed, "save_steps": save_steps,
+        "pairs": sha256_json(pairs.to_dict()),
+    })
     ref_model = copy.deepcopy(model).eval()
     args = DPOConfig(
         beta=beta,
@@ -144,6 +159,12 @@ def sentiment_rl(
         raise ValueError(f"batch_size ({batch_size}) must be a multiple of num_generations ({num_generations}).")
     if not prompts:
         raise ValueError("sentiment_rl needs at least one prompt.")
+    _prepare(output_dir, resume, model, {
+        "recipe": "rl", "algorithm": algorithm, "reward": reward if isinstance(reward, str) else getattr(reward, "__qualname__", repr(reward)),
+        "beta": beta, "num_generations": num_generations, "max_completion_length": max_completion_length, "steps": steps,
+        "batch_size": batch_size, "learning_rate": learning_rate, "temperature": temperature, "seed": seed, "save_steps": save_steps,
+        "prompts": list(prompts),
+    })
     args = Config(
         beta=beta,
         num_generations=num_generations,

@@ -5,20 +5,25 @@ The model is any reference :mod:`sae_lens_match.sources.models` resolves (a chec
 directory, or a TransformerLens hub name such as ``"pythia-70m-deduped"``); the data is a
 :class:`FeedbackData` the caller chooses (the command line's default is the embedded world's;
 IMDb prefixes and Anthropic HH on the hub are the paper's). Every step writes its result under
-``out_dir`` as soon as it is done and is skipped on a rerun when its result is already there,
-so an interrupted run resumes where it stopped.
+``out_dir`` as soon as it is done, as a :class:`~sae_lens_match.stages.Stage` keyed on the
+model, the data, the config and the stages it read: a rerun reuses a step only when all of
+those are unchanged and its files are intact, recomputes it (and what depends on it)
+otherwise, and an interrupted step resumes from its checkpoints.
 """
 
 from __future__ import annotations
 
+import copy
 import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from sae_lens import SAE
 
-from sae_lens_match.atomic import write_json
+from sae_lens_match.atomic import prepare_out_dir, write_json
+from sae_lens_match.fingerprints import sha256_json
 from sae_lens_match.lfp.dictionaries import DictionaryConfig, train_dictionary_pair, train_dictionary_pair_on_model
 from sae_lens_match.lfp.divergence import layer_divergence, plot_divergence, top_layers
 from sae_lens_match.lfp.finetune import dpo, sentiment_rl
@@ -26,6 +31,7 @@ from sae_lens_match.lfp.overlap import dictionary_overlap
 from sae_lens_match.sources.activations import load_activations, save_activations
 from sae_lens_match.sources.models import ModelRef, hooked_from_hf, load_causal_lm, resolve_model
 from sae_lens_match.sources.tokens import TokenSet, pack_texts, token_dataset
+from sae_lens_match.stages import Stage
 
 Recipe = Literal["rl", "dpo", "tr-dpo"]
 DictionarySource = Literal["activations", "model"]
@@ -47,6 +53,11 @@ class FeedbackData:
     prompts: Sequence[str]
     preferences: Any
     texts: Sequence[str]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the contents (prompts, preference pairs, texts), which a rerun's reuse is keyed on."""
+        preferences = None if self.preferences is None else self.preferences.to_dict()
+        return sha256_json([list(self.prompts), preferences, list(self.texts)])
 
 
 def text_prefixes(texts: Sequence[str], *, seed: int = 0, min_words: int = 2, max_words: int = 8) -> list[str]:
@@ -95,33 +106,53 @@ class Part1Config:
             raise ValueError(f"recipe must be 'rl', 'dpo' or 'tr-dpo', got {self.recipe!r}.")
         if self.dictionary_source not in ("activations", "model"):
             raise ValueError(f"dictionary_source must be 'activations' or 'model', got {self.dictionary_source!r}.")
+        for name in ("finetune_steps", "finetune_batch_size", "top_k"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be a whole number >= 1 (no fine-tuning, no layers to study otherwise), got {getattr(self, name)!r}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0 (at 0 fine-tuning changes nothing), got {self.learning_rate!r}.")
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta!r}.")
+        if self.context_size < 2:
+            raise ValueError(f"context_size must be at least 2 tokens, got {self.context_size}.")
+        if "{layer}" not in self.hook:
+            raise ValueError(f"hook must contain '{{layer}}', got {self.hook!r}.")
+
+    def finetune_key(self) -> dict[str, Any]:
+        """The fields the tuned model depends on."""
+        return {k: getattr(self, k) for k in ("recipe", "finetune_steps", "finetune_batch_size", "learning_rate", "beta", "seed")}
 
 
-def _finetune(ref: ModelRef, data: FeedbackData, out: Path, cfg: Part1Config):
-    tuned_dir = out / "tuned_model"
-    if (tuned_dir / "config.json").exists():
-        return load_causal_lm(tuned_dir)
-    model, tokenizer = load_causal_lm(ref)
-    model.train()
-    common = dict(output_dir=out / "finetune", steps=cfg.finetune_steps, batch_size=cfg.finetune_batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed, beta=cfg.beta)
+def _finetune(base, tokenizer, data: FeedbackData, stage: Stage, cfg: Part1Config):
+    """The tuned model of ``stage``: reused when done, else trained from a copy of ``base``."""
+    tuned_dir = stage.directory
+    if stage.done():
+        return load_causal_lm(tuned_dir)[0].eval()
+    if cfg.recipe != "rl" and data.preferences is None:
+        raise ValueError(f"Recipe {cfg.recipe!r} needs preference pairs; {data.name!r} has none.")
+    stage.start()
+    model = copy.deepcopy(base).train()
+    checkpoints = tuned_dir / "checkpoints"  # TRL resumes from these after an interruption
+    common = dict(output_dir=checkpoints, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed, beta=cfg.beta)
     if cfg.recipe == "rl":
         result = sentiment_rl(model, tokenizer, list(data.prompts), **common)
     else:
-        if data.preferences is None:
-            raise ValueError(f"Recipe {cfg.recipe!r} needs preference pairs; {data.name!r} has none.")
         result = dpo(model, tokenizer, data.preferences, trust_region=cfg.recipe == "tr-dpo", **common)
-    write_json(out / "finetune_log.json", result.log)
     result.model.save_pretrained(tuned_dir)
     tokenizer.save_pretrained(tuned_dir)
-    return result.model.eval(), tokenizer
+    write_json(tuned_dir / "finetune_log.json", result.log)
+    shutil.rmtree(checkpoints)
+    stage.finish()
+    return result.model.eval()
 
 
 def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | Path, cfg: Part1Config | None = None) -> dict:
     """Run LFP part 1 on ``model`` with ``data``.
 
-    Writes ``out_dir/{tuned_model/, finetune_log.json, divergence.json, divergence.{html,png},
-    activations/, dictionaries/layer_L/{n,2n}/, summary.json}`` (``activations/`` only with
-    ``dictionary_source="activations"``).
+    Writes ``out_dir/{tuned_model/ (with finetune_log.json), divergence.json,
+    divergence.{html,png}, activations/, dictionaries/layer_L/{n,2n}/, summary.json}``
+    (``activations/`` only with ``dictionary_source="activations"``). A rerun into the same
+    ``out_dir`` reuses each step made from the same model, data and config, and redoes the rest.
 
     Returns:
         The summary: chosen layers, their divergence, and per layer the overlap figures with
@@ -129,39 +160,53 @@ def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | P
 
     Raises:
         HubUnavailableError: a hub model that cannot be downloaded (e.g. offline).
-        ValueError: an unknown model name (with close names) or a bad config value.
+        ValueError: an unknown model name (with close names), a bad config value, or a
+            ``top_k`` above the model's number of layers (all before any training).
     """
     cfg = cfg or Part1Config()
-    ref, out = resolve_model(model), Path(out_dir)
-    tuned, tokenizer = _finetune(ref, data, out, cfg)
+    ref, out = resolve_model(model), prepare_out_dir(out_dir)
+    base, tokenizer = load_causal_lm(ref)
+    n_layers = base.config.num_hidden_layers
+    if cfg.top_k > n_layers:
+        raise ValueError(f"top_k={cfg.top_k} but {ref.requested} has {n_layers} layers; choose top_k <= {n_layers}.")
+    finetune = Stage.of(out / "tuned_model", {"model": ref.fingerprint(), "data": data.fingerprint(), "finetune": cfg.finetune_key()})
+    tuned = _finetune(base, tokenizer, data, finetune, cfg)
 
-    base, _ = load_causal_lm(ref)
     divergence = layer_divergence(base, tuned, part="mlp")
     del base
     layers = top_layers(divergence, cfg.top_k)
     write_json(out / "divergence.json", {"mlp_divergence": divergence, "top_layers": layers})
-    plot_divergence(divergence, out / "divergence.html", k=cfg.top_k)
+    plot_divergence(divergence, out / "divergence.html", top=layers)
 
     # Activations of the *tuned* model (the reference code read the base model's).
     hooked = hooked_from_hf(ref, tuned.float(), tokenizer, model_name=cfg.model_name)
     hooks = [cfg.hook.format(layer=layer) for layer in layers]
-    tokens = pack_texts(tokenizer, list(data.texts), min(hooked.cfg.n_ctx, cfg.context_size))
+    tokens = TokenSet(hooked, pack_texts(tokenizer, list(data.texts), min(hooked.cfg.n_ctx, cfg.context_size)))
+    source = {"tuned_model": finetune.key, "tokens": tokens.fingerprint()}
     if cfg.dictionary_source == "activations":
-        save_activations(TokenSet(hooked, tokens), hooks, out / "activations")
+        collected = Stage.of(out / "activations", {**source, "hooks": hooks})
+        if not collected.done():
+            collected.start()
+            save_activations(tokens, hooks, collected.directory)
+            collected.finish()
+        source = {"activations": collected.key}
 
     summary = {
         "config": asdict(cfg), "model": ref.requested, "data": data.name, "top_layers": layers,
         "divergence": {str(k): v for k, v in divergence.items()}, "layers": {},
     }
     for layer, hook in zip(layers, hooks):
-        directory = out / "dictionaries" / f"layer_{layer}"
-        if (directory / "n" / "cfg.json").exists() and (directory / "2n" / "cfg.json").exists():
-            small, large = SAE.load_from_disk(directory / "n"), SAE.load_from_disk(directory / "2n")
-        elif cfg.dictionary_source == "activations":
-            acts = load_activations(out / "activations", hook)[0]
-            small, large = train_dictionary_pair(acts, hook_name=hook, config=cfg.dictionary, model_name=hooked.cfg.model_name, out_dir=directory)
+        trained = Stage.of(out / "dictionaries" / f"layer_{layer}", {**source, "hook": hook, "dictionary": asdict(cfg.dictionary), "source": cfg.dictionary_source})
+        if trained.done():
+            small, large = SAE.load_from_disk(trained.directory / "n"), SAE.load_from_disk(trained.directory / "2n")
         else:
-            small, large = train_dictionary_pair_on_model(hooked, token_dataset(tokens), hook, config=cfg.dictionary, out_dir=directory)
+            trained.start()
+            if cfg.dictionary_source == "activations":
+                acts = load_activations(out / "activations", hook)[0]
+                small, large = train_dictionary_pair(acts, hook_name=hook, config=cfg.dictionary, model_name=hooked.cfg.model_name, out_dir=trained.directory)
+            else:
+                small, large = train_dictionary_pair_on_model(hooked, token_dataset(tokens.tokens), hook, config=cfg.dictionary, out_dir=trained.directory)
+            trained.finish()
         overlap = dictionary_overlap(small, large)
         summary["layers"][str(layer)] = {
             "hook": hook,

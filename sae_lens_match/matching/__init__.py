@@ -17,7 +17,7 @@ from sae_lens_match.matching.feature_paths import FeaturePaths, compose_all, fea
 from sae_lens_match.matching.folding import FOLD_RULES, fold, register_fold_rule
 from sae_lens_match.matching.layers import match_layers
 from sae_lens_match.matching.match import match
-from sae_lens_match.matching.matching import DEFAULT_UNMATCHED, Matching, UnmatchedRule, agreement, random_matching, sae_description
+from sae_lens_match.matching.matching import DEFAULT_UNMATCHED, Matching, MatchingFileError, UnmatchedRule, agreement, random_matching, sae_description
 from sae_lens_match.matching.parameters import feature_rows, parameter_mse
 from sae_lens_match.matching.permute import permute, select_features
 from sae_lens_match.matching.synthetic import SyntheticStack, make_stack
@@ -30,6 +30,7 @@ __all__ = [
     "FeaturePaths",
     "MatchConfig",
     "Matching",
+    "MatchingFileError",
     "SyntheticStack",
     "UnmatchedRule",
     "agreement",

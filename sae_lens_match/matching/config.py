@@ -9,7 +9,7 @@ NonPositivePolicy = Literal["error", "keep"]
 TERMS = ("W_dec", "W_enc", "b_enc")
 DEFAULT_WEIGHTS: dict[str, float] = {"W_dec": 1.0, "W_enc": 1.0, "b_enc": 1.0}
 """The paper's experiments match on encoder + decoder + b_enc, equally weighted; b_dec never
-(it does not depend on feature order)."""
+(it does not depend on feature order). For Gated SAEs the ``b_enc`` term is ``b_gate``."""
 
 
 @dataclass(frozen=True)

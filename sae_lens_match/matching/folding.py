@@ -23,6 +23,7 @@ from sae_lens.saes.topk_sae import TopKTrainingSAE
 
 from sae_lens_match.matching.config import NonPositivePolicy
 from sae_lens_match.registry import Registry
+from sae_lens_match.sources.saes import require_sae
 
 FoldRule = Callable[[SAE, NonPositivePolicy], None]
 """Folds an SAE in place (it is always given a private copy); must preserve its output."""
@@ -71,6 +72,7 @@ def fold(sae: SAE, *, nonpositive_threshold: NonPositivePolicy = "error") -> SAE
         ValueError: NaN/inf parameters, thresholds <= 0 under ``"error"``, or an SAE class
             without a fold rule.
     """
+    require_sae(sae, "fold's sae")
     if nonpositive_threshold not in ("error", "keep"):
         raise ValueError(f"nonpositive_threshold must be 'error' or 'keep', got {nonpositive_threshold!r}.")
     check_finite(sae)
@@ -84,7 +86,27 @@ def fold(sae: SAE, *, nonpositive_threshold: NonPositivePolicy = "error") -> SAE
     folded = copy.deepcopy(sae)
     with torch.no_grad():
         rule(folded, nonpositive_threshold)
+    _check_folded(folded)
     return folded
+
+
+def _check_folded(folded: SAE) -> None:
+    """Refuse a fold that overflowed: a threshold so close to 0 that dividing by it leaves the dtype's range."""
+    bad = torch.zeros(folded.cfg.d_sae, dtype=torch.bool, device=folded.W_dec.device)
+    for name, param in folded.named_parameters():
+        if name == "W_enc":
+            bad |= ~torch.isfinite(param).all(dim=0)
+        elif name == "W_dec":
+            bad |= ~torch.isfinite(param).all(dim=1)
+        elif param.shape == (folded.cfg.d_sae,):
+            bad |= ~torch.isfinite(param)
+    if bad.any():
+        features = bad.nonzero().squeeze(1).tolist()
+        raise ValueError(
+            f"Folding overflows {folded.W_dec.dtype} for {len(features)} feature(s) {features[:8]}: their "
+            "thresholds are too close to 0 to divide by in this dtype. Fold a float64 copy "
+            "(sae.to(torch.float64)), or match with fold=False."
+        )
 
 
 def _fold_jumprelu(sae: SAE, nonpositive_threshold: NonPositivePolicy) -> None:

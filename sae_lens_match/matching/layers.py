@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
@@ -10,11 +11,14 @@ import torch
 from sae_lens import SAE
 from tqdm.auto import tqdm
 
-from sae_lens_match.fingerprints import sha256_json, sha256_tensors
+from sae_lens_match.atomic import prepare_out_dir
+from sae_lens_match.fingerprints import sha256_files, sha256_json, sha256_tensors
 from sae_lens_match.matching.config import MatchConfig
 from sae_lens_match.matching.match import match
-from sae_lens_match.matching.matching import Matching
+from sae_lens_match.matching.matching import Matching, MatchingFileError
 from sae_lens_match.sources.saes import load_sae
+
+logger = logging.getLogger(__name__)
 
 SAESource = Union[SAE, str, Path, Callable[[], SAE]]
 """An SAE, a directory or ``"release:sae_id"`` (loaded when needed), or a zero-argument loader."""
@@ -34,7 +38,8 @@ def match_layers(
     ``"release:sae_id"`` string or a zero-argument loader) at most two are held in memory.
     With ``out_dir``, each pair is written to ``out_dir/pair_{i:03d}.safetensors`` as soon as
     it is done, and pairs already there are read back instead of recomputed (resume) when
-    they were made from the same SAEs with the same config.
+    they were made from the same SAEs (by content, not by name or date) with the same config
+    and the file is intact; anything else is recomputed.
 
     Pairs are independent. Under ``torch.distributed`` (e.g. ``torchrun`` or
     ``accelerate launch``, one process per GPU or host) each rank matches the pairs
@@ -51,25 +56,29 @@ def match_layers(
         ``len(saes) - 1`` matchings; matching ``i`` maps layer ``i`` to layer ``i + 1``.
     """
     config = MatchConfig.of(config, **overrides)
-    if len(saes) < 2:
-        raise ValueError(f"match_layers needs at least two SAEs, got {len(saes)}.")
+    _check_sources(saes)
     rank, world = _rank_and_world()
     if world > 1 and out_dir is None:
         raise ValueError("match_layers under torch.distributed needs out_dir: a directory all ranks share.")
+    if out_dir is not None:  # before any work: a folder we cannot write would lose the first pair
+        prepare_out_dir(out_dir, clean=world == 1)
     loaded: dict[int, SAE] = {}
 
     def resolve(i: int) -> SAE:
         if i not in loaded:
             item = saes[i]
-            loaded[i] = item if isinstance(item, SAE) else item() if callable(item) else load_sae(item)
+            sae = item if isinstance(item, SAE) else item() if callable(item) else load_sae(item)
+            if not isinstance(sae, SAE):
+                raise TypeError(f"The loader for SAE {i} returned {type(sae).__name__}, not a SAELens SAE.")
+            loaded[i] = sae
         return loaded[i]
 
     def origin(i: int) -> dict[str, Any]:
         item = saes[i]
         if isinstance(item, (str, Path)) and Path(item).is_dir():
-            # A directory is known by its files, so a resume need not load it.
-            files = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(Path(item).iterdir()) if f.is_file()]
-            return {"index": i, "spec": str(item), "files_sha256": sha256_json(files)}
+            # A directory is known by its files' contents, so a resume need not load it and a
+            # re-saved identical SAE is still recognised.
+            return {"index": i, "spec": str(item), "files_sha256": sha256_files(item)}
         # Anything else is known by its weights: a loader's name or a release id says
         # nothing about what it returns today.
         spec = {"spec": str(item)} if isinstance(item, (str, Path)) else {}
@@ -82,11 +91,17 @@ def match_layers(
         source, target = origin(i), origin(i + 1)
         fingerprint = sha256_json([source, target, config.to_dict()])
         path = Path(out_dir) / f"pair_{i:03d}.safetensors" if out_dir is not None else None
+        if path is not None and path.is_dir():
+            raise ValueError(f"{path} is a directory where the pair file belongs; move it away and rerun.")
         if path is not None and path.exists():
-            saved = Matching.load(path)
-            if saved.info.get("fingerprint") == fingerprint:
-                matchings.append(saved)
-                continue
+            try:
+                saved = Matching.load(path)
+            except MatchingFileError as error:
+                logger.warning("%s; recomputing it.", error)
+            else:
+                if saved.info.get("fingerprint") == fingerprint:
+                    matchings.append(saved)
+                    continue
         m = match(resolve(i), resolve(i + 1), config, source=source, target=target)
         m = replace(m, info={**m.info, "fingerprint": fingerprint})
         if path is not None:
@@ -96,6 +111,19 @@ def match_layers(
         return matchings
     torch.distributed.barrier()
     return [Matching.load(Path(out_dir) / f"pair_{i:03d}.safetensors") for i in range(len(saes) - 1)]
+
+
+def _check_sources(saes: Sequence[SAESource]) -> None:
+    """Refuse, before any work, a stack that is not a sequence of SAE sources."""
+    if isinstance(saes, (str, Path, SAE)) or not isinstance(saes, Sequence):
+        raise TypeError(f"match_layers takes a sequence of SAEs (or directories, 'release:sae_id' strings, loaders), got {type(saes).__name__}.")
+    if len(saes) < 2:
+        raise ValueError(f"match_layers needs at least two SAEs, got {len(saes)}.")
+    for i, item in enumerate(saes):
+        if isinstance(item, torch.nn.Module) and not isinstance(item, SAE):
+            raise TypeError(f"SAE {i} of the stack is a {type(item).__name__}, not a SAELens SAE.")
+        if not isinstance(item, (SAE, str, Path)) and not callable(item):
+            raise TypeError(f"SAE {i} of the stack is a {type(item).__name__}; give an SAE, a directory, 'release:sae_id' or a loader.")
 
 
 def _rank_and_world() -> tuple[int, int]:

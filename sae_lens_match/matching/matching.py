@@ -15,15 +15,20 @@ from typing import Any, Mapping
 
 import torch
 from sae_lens import SAE
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from sae_lens_match.atomic import atomic_path
+from sae_lens_match.fingerprints import sha256_tensors
 
 FORMAT = "sae-lens-match/matching"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: a checksum of the tensors; 2: typed fields; 1: everything in info
 # What must agree when a matching meets an SAE or another matching (where both sides say).
 _IDENTITY_KEYS = ("hook_name", "d_sae", "index", "weights_sha256")
+
+
+class MatchingFileError(ValueError):
+    """A matching file that cannot be read: missing, damaged, not a matching, or from a newer version."""
 
 
 def sae_description(sae: SAE) -> dict[str, Any]:
@@ -211,10 +216,15 @@ class Matching:
         return rule.apply(self)
 
     def save(self, path: str | Path) -> None:
-        """Write a safetensors file (permutation, cost, score) whose header holds the JSON metadata."""
+        """Write a safetensors file (permutation, cost, score) whose header holds the JSON
+        metadata and a checksum of the tensors, so a damaged file is noticed when read."""
+        tensors = {"permutation": self.permutation.contiguous(), "cost": self.cost.contiguous()}
+        if self.score is not None:
+            tensors["score"] = self.score.contiguous()
         metadata = {
             "format": FORMAT,
             "format_version": str(FORMAT_VERSION),
+            "tensors_sha256": sha256_tensors(tensors),
             "d_sae_b": str(self.d_sae_b),
             "source": json.dumps(self.source),
             "target": json.dumps(self.target),
@@ -226,22 +236,47 @@ class Matching:
             "fit_tokens": json.dumps(self.fit_tokens),
             "info": json.dumps(self.info, default=str),
         }
-        tensors = {"permutation": self.permutation.contiguous(), "cost": self.cost.contiguous()}
-        if self.score is not None:
-            tensors["score"] = self.score.contiguous()
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> "Matching":
-        """Read a file written by :meth:`save` (any format version)."""
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+        """Read a file written by :meth:`save` (any earlier format version too).
+
+        Raises:
+            MatchingFileError: the file is missing, not a matching file, damaged (its
+                checksum fails), incomplete, or written by a newer version of the package.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise MatchingFileError(f"{path} is {'a directory' if path.is_dir() else 'missing'}, not a matching file.")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError) as error:
+            raise MatchingFileError(f"{path} is not a readable safetensors file ({error}); it may be truncated or damaged.") from None
         if metadata.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a sae-lens-match matching file.")
-        tensors = load_file(str(path))
+            raise MatchingFileError(f"{path} is not a sae-lens-match matching file.")
+        version = int(metadata.get("format_version", "1"))
+        if version > FORMAT_VERSION:
+            raise MatchingFileError(
+                f"{path} has format version {version}, newer than this sae-lens-match reads "
+                f"({FORMAT_VERSION}); upgrade sae-lens-match to read it."
+            )
+        if version >= 3 and sha256_tensors(tensors) != metadata.get("tensors_sha256"):
+            raise MatchingFileError(f"{path} is damaged: its tensors do not match the checksum written with them.")
+        try:
+            return cls._from_file(tensors, metadata, version)
+        except KeyError as error:
+            raise MatchingFileError(f"{path} lacks {error} (metadata or tensor); it was not written by Matching.save.") from None
+        except (ValueError, TypeError) as error:
+            raise MatchingFileError(f"{path} holds an invalid matching: {error}") from None
+
+    @classmethod
+    def _from_file(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str], version: int) -> "Matching":
         info = json.loads(metadata["info"])
-        if int(metadata.get("format_version", "1")) < 2:  # typed fields lived in info
+        if version < 2:  # typed fields lived in info
             typed = {
                 "method": info.get("method", "sae_match"),
                 "random_pair_cost": info.get("random_pair_median_cost"),
@@ -375,6 +410,13 @@ def agreement(m: Matching, reference: Matching) -> float:
     """
     if m.d_sae_a != reference.d_sae_a or m.d_sae_b != reference.d_sae_b:
         raise ValueError("agreement needs two matchings between the same pair of SAEs.")
+    for side in ("source", "target"):
+        key = _same_sae(getattr(m, side), getattr(reference, side))
+        if key is not None:
+            raise ValueError(
+                f"agreement needs two matchings between the same pair of SAEs, but their {side}s differ in "
+                f"{key}: {getattr(m, side)[key]!r} vs {getattr(reference, side)[key]!r}."
+            )
     both = reference.matched
     if not both.any():
         return float("nan")

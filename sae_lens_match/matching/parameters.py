@@ -12,10 +12,13 @@ from sae_lens_match.assignment.core import pair_sq_dist
 from sae_lens_match.matching.config import MatchConfig
 from sae_lens_match.matching.folding import check_finite, fold as fold_sae
 from sae_lens_match.matching.matching import random_permutation
+from sae_lens_match.sources.saes import require_sae
 
 
 def check_same_d_in(sae_a: SAE, sae_b: SAE) -> None:
-    """Raise ``ValueError`` unless both SAEs read vectors of the same width."""
+    """Raise ``ValueError`` unless both SAEs read vectors of the same width (``TypeError`` unless both are SAEs)."""
+    require_sae(sae_a, "sae_a")
+    require_sae(sae_b, "sae_b")
     if sae_a.cfg.d_in != sae_b.cfg.d_in:
         raise ValueError(
             f"Cannot match SAEs with different d_in: A has d_in={sae_a.cfg.d_in} "
@@ -35,7 +38,9 @@ def feature_rows(sae: SAE, config: MatchConfig | None = None, **overrides: Any) 
 
     Row ``i`` is ``[sqrt(w_dec) W_dec[i], sqrt(w_enc) W_enc[:, i], sqrt(w_b) b_enc[i]]``, so
     the squared distance between two rows is the weighted sum of squared parameter
-    differences. Terms with weight 0 are left out.
+    differences. Terms with weight 0 are left out. The ``b_enc`` term is the bias of the
+    pre-activation that decides whether a feature fires: ``b_enc``, or ``b_gate`` for Gated SAEs
+    (which have no ``b_enc``), so the default weights work for every SAELens architecture.
 
     Args:
         sae: any SAELens SAE.
@@ -45,6 +50,7 @@ def feature_rows(sae: SAE, config: MatchConfig | None = None, **overrides: Any) 
         ``[d_sae, D]`` float32 on the SAE's device, ``D = d_in * (#matrix terms) + (#bias terms)``.
     """
     config = MatchConfig.of(config, **overrides)
+    require_sae(sae, "feature_rows' sae")
     if config.fold:
         sae = fold_sae(sae, nonpositive_threshold=config.nonpositive_threshold)
     else:
@@ -52,16 +58,28 @@ def feature_rows(sae: SAE, config: MatchConfig | None = None, **overrides: Any) 
     columns = {
         "W_dec": lambda: sae.W_dec,
         "W_enc": lambda: sae.W_enc.T,
-        "b_enc": lambda: sae.b_enc[:, None],
+        "b_enc": lambda: encoder_bias(sae)[:, None],
     }
     parts = []
     for term, weight in config.weights.items():
         if weight == 0:
             continue
-        if getattr(sae, term, None) is None:
-            raise ValueError(f"{type(sae).__name__} has no {term}; give it weight 0 (weights={{'{term}': 0, ...}}).")
-        parts.append(columns[term]().detach().float() * weight**0.5)
+        try:
+            values = columns[term]()
+        except AttributeError:
+            raise ValueError(f"{type(sae).__name__} has no {term}; give it weight 0 (weights={{'{term}': 0, ...}}).") from None
+        parts.append(values.detach().float() * weight**0.5)
     return torch.cat(parts, dim=1)
+
+
+def encoder_bias(sae: SAE) -> torch.Tensor:
+    """``[d_sae]``: the bias of the pre-activation that decides whether each feature fires
+    (``b_enc``; ``b_gate`` for Gated SAEs)."""
+    for name in ("b_enc", "b_gate"):
+        bias = getattr(sae, name, None)
+        if isinstance(bias, torch.Tensor):
+            return bias
+    raise AttributeError(f"{type(sae).__name__} has neither b_enc nor b_gate")
 
 
 def row_costs(rows_a: torch.Tensor, rows_b: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:

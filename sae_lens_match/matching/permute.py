@@ -7,6 +7,9 @@ import copy
 import torch
 from sae_lens import SAE
 
+from sae_lens_match.matching.matching import Matching
+from sae_lens_match.sources.saes import require_sae
+
 # Which axis of a parameter indexes features. Parameters not named here are per-feature
 # when they are 1-D of length d_sae (b_enc, threshold, b_gate, b_mag, r_mag, ...).
 FEATURE_AXIS: dict[str, int | None] = {"W_enc": 1, "W_dec": 0, "b_dec": None}
@@ -24,6 +27,12 @@ def permute(sae: SAE, permutation: torch.Tensor) -> SAE:
         permutation: ``[d_sae]`` integer tensor holding each of ``0..d_sae-1`` once. A
             :class:`~sae_lens_match.Matching` with unmatched (``-1``) entries is not one.
     """
+    require_sae(sae, "permute's sae")
+    if isinstance(permutation, Matching):
+        raise TypeError(
+            "permute takes a permutation tensor, not a Matching; pass matching.permutation "
+            "(a full permutation only when every feature is matched), or use select_features."
+        )
     d_sae = sae.cfg.d_sae
     permutation = torch.as_tensor(permutation)
     if permutation.shape != (d_sae,):
@@ -41,6 +50,9 @@ def select_features(sae: SAE, indices: torch.Tensor) -> SAE:
     Returns:
         An SAE of the same class with ``d_sae = k``: feature ``j`` is feature ``indices[j]``.
     """
+    require_sae(sae, "select_features' sae")
+    if isinstance(indices, Matching):
+        raise TypeError("select_features takes a tensor of feature indices, not a Matching.")
     d_sae = sae.cfg.d_sae
     indices = torch.as_tensor(indices)
     if indices.ndim != 1 or indices.dtype.is_floating_point or indices.dtype == torch.bool:

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from sae_lens import SAE
 from tqdm.auto import tqdm
 
 from sae_lens_match.atomic import atomic_path, write_json
+from sae_lens_match.fingerprints import sha256_tensors
 from sae_lens_match.sources.hooks import check_hooks
 from sae_lens_match.sources.tokens import TokenSet
 
@@ -83,7 +85,7 @@ def save_activations(data: TokenSet, hook_names: Sequence[str], out_dir: str | P
     Shard ``k`` holds the rows of batch ``k`` of ``data``: per hook, ``[n, d]`` float32
     activations of its evaluated (non-BOS) positions, and ``positions [n, 2]`` (row, token
     position). Memory stays bounded by one batch. A rerun skips shards already written; a
-    directory written for other tokens, hooks or batch size is refused.
+    directory written for another model (by weights), other tokens, hooks or batch size is refused.
 
     Returns:
         ``out_dir``; read it with :func:`load_activations`.
@@ -97,12 +99,13 @@ def save_activations(data: TokenSet, hook_names: Sequence[str], out_dir: str | P
         "batch_size": data.batch_size,
         "n_shards": n_shards,
         "tokens_sha256": data.fingerprint(),
+        "model_sha256": sha256_tensors(data.model.state_dict()),
     }
     manifest_path = out_dir / MANIFEST
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if {k: old.get(k) for k in manifest} != manifest:
-            raise ValueError(f"{out_dir} holds activations of other tokens, hooks or batch size; use a new directory.")
+            raise ValueError(f"{out_dir} holds activations of another model, other tokens, hooks or batch size; use a new directory.")
     write_json(manifest_path, manifest)
     for k in tqdm(range(n_shards), desc="collecting activations", disable=not data.progress):
         shard = out_dir / f"shard_{k:05d}.safetensors"
@@ -125,9 +128,16 @@ def load_activations(out_dir: str | Path, hook_name: str) -> tuple[torch.Tensor,
     shards = sorted(out_dir.glob("shard_*.safetensors"))
     if not shards:
         raise ValueError(f"No activation shards in {out_dir}.")
+    if (out_dir / MANIFEST).is_file():
+        expected = json.loads((out_dir / MANIFEST).read_text())["n_shards"]
+        if len(shards) != expected:  # never return part of the activations as if it were all
+            raise ValueError(f"{out_dir} holds {len(shards)} of {expected} activation shards; rerun save_activations to finish it.")
     acts, positions = [], []
     for shard in shards:
-        data = load_file(str(shard))
+        try:
+            data = load_file(str(shard))
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"Cannot read activation shard {shard} ({error}); delete it and rerun save_activations.") from None
         if hook_name not in data:
             raise ValueError(f"{shard} has no activations for {hook_name!r}; it has {sorted(k for k in data if k != 'positions')}.")
         acts.append(data[hook_name])

@@ -31,6 +31,7 @@ import torch
 from transformer_lens import HookedTransformer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sae_lens_match.fingerprints import sha256_files
 from sae_lens_match.sources.hub import hub_call
 
 if TYPE_CHECKING:  # the bridge pulls in its whole architecture registry: import lazily
@@ -76,6 +77,13 @@ class ModelRef:
         if self.kind != "local":
             return None
         return json.loads((Path(self.name) / "config.json").read_text()).get("model_type")
+
+    def fingerprint(self) -> dict[str, str]:
+        """What identifies the weights: a checkpoint directory by its files' contents, a hub
+        model by its id (a rerun loads the same cached snapshot)."""
+        if self.kind == "local":
+            return {"local_sha256": sha256_files(self.name)}
+        return {"hub": self.name}
 
     @property
     def short_name(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 from sae_lens import SAE
 from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+from sae_lens.registry import SAE_CLASS_REGISTRY
 
 from sae_lens_match.sources.hub import hub_call
 
@@ -48,18 +50,49 @@ def load_pretrained(release: str, sae_id: str, *, device: str | None = None) -> 
         return SAE.from_pretrained(release, sae_id, device=device or default_device())
 
 
+def require_sae(value: object, what: str = "argument") -> SAE:
+    """``value`` if it is a SAELens ``SAE``, else a ``TypeError`` saying what was given instead."""
+    if not isinstance(value, SAE):
+        hint = " (load it first with sae_lens_match.load_sae)" if isinstance(value, (str, Path)) else ""
+        raise TypeError(f"{what} must be a SAELens SAE, got {type(value).__name__}{hint}.")
+    return value
+
+
 def load_sae(spec: str | Path, *, device: str | None = None) -> SAE:
-    """Load an SAE from a local directory (``SAE.load_from_disk``) or ``"release:sae_id"``."""
+    """Load an SAE from a local directory (``SAE.load_from_disk``) or ``"release:sae_id"``.
+
+    Raises:
+        ValueError: no such directory or release, an unreadable ``cfg.json``, or an architecture
+            SAELens has no class for (the message lists the registered ones).
+    """
+    if not isinstance(spec, (str, Path)):
+        raise TypeError(f"load_sae takes a directory or 'release:sae_id', got {type(spec).__name__}.")
     path = Path(spec)
     if path.is_dir():
-        if not (path / "cfg.json").exists():
-            raise ValueError(f"{path} is a directory but holds no SAELens cfg.json.")
+        _check_cfg(path)
         return SAE.load_from_disk(path, device=device or default_device())
     text = str(spec)
     if ":" not in text:
         raise ValueError(f"{text!r} is neither an SAE directory nor 'release:sae_id' (e.g. 'gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical').")
     release, sae_id = text.split(":", 1)
     return load_pretrained(release, sae_id, device=device)
+
+
+def _check_cfg(path: Path) -> None:
+    """Refuse, in words, a directory whose ``cfg.json`` SAELens could not load."""
+    cfg_path = path / "cfg.json"
+    if not cfg_path.is_file():
+        raise ValueError(f"{path} is a directory but holds no SAELens cfg.json.")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{cfg_path} is not valid JSON ({error}).") from None
+    architecture = cfg.get("architecture", "standard") if isinstance(cfg, dict) else None
+    if architecture not in SAE_CLASS_REGISTRY:
+        raise ValueError(
+            f"{cfg_path} names architecture {architecture!r}, which SAELens has no class for; "
+            f"registered: {sorted(SAE_CLASS_REGISTRY)}. Register it with sae_lens.registry.register_sae_class."
+        )
 
 
 def _layer_of(sae_id: str) -> int:

@@ -162,6 +162,8 @@ def pack_texts(tokenizer: Any, texts: Sequence[str], seq_len: int, bos_token_id:
     bos = bos_token_id if bos_token_id is not None else bos_id(tokenizer)
     if seq_len < 2:
         raise ValueError(f"seq_len must be >= 2, got {seq_len}.")
+    if isinstance(texts, str) or not len(texts):
+        raise ValueError(f"pack_texts needs a non-empty sequence of texts, got {texts!r:.60}.")
     stream: list[int] = []
     for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
         stream += [bos, *ids]
@@ -184,16 +186,23 @@ def token_dataset(tokens: torch.Tensor) -> Any:
 def load_tokens(path: str | Path) -> torch.Tensor:
     """A ``[n_rows, seq_len]`` token tensor from a ``.pt`` or ``.safetensors`` (key ``tokens``) file."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise ValueError(f"Token file {path} does not exist.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        tensors = load_file(str(path))
-        if "tokens" not in tensors:
-            raise ValueError(f"{path} holds {sorted(tensors)}, not 'tokens'.")
-        return tensors["tokens"]
-    value = torch.load(path, weights_only=True)
-    if not isinstance(value, torch.Tensor):
-        raise ValueError(f"{path} holds a {type(value).__name__}, not a token tensor.")
-    return value
+            tensors = load_file(str(path))
+            if "tokens" not in tensors:
+                raise ValueError(f"{path} holds {sorted(tensors)}, not 'tokens'.")
+            value = tensors["tokens"]
+        else:
+            value = torch.load(path, weights_only=True)
+    except ValueError:
+        raise
+    except Exception as error:  # torch.load and safetensors raise many types for a damaged file
+        raise ValueError(f"Cannot read tokens from {path} ({type(error).__name__}: {error}); is it a .pt or .safetensors token file?") from None
+    if not isinstance(value, torch.Tensor) or value.ndim != 2 or value.dtype.is_floating_point or value.dtype == torch.bool:
+        what = f"a {value.dtype} tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+        raise ValueError(f"{path} holds {what}, not token ids [n_rows, seq_len] (integers).")
+    return value.long()

@@ -123,19 +123,20 @@ def is_built(directory: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def _file_lock(path: Path) -> Iterator[bool]:
     # One builder per world; others block here, then find it built. POSIX only: where
     # fcntl is missing the atomic rename below still keeps a half-built world hidden.
+    # Yields whether the lock really excludes other builders.
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         try:
             import fcntl
         except ImportError:
-            yield
+            yield False
             return
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -172,7 +173,10 @@ def build_world(
     """
     config = config or WorldConfig()
     target = world_dir(seed, cache_dir, config)
-    with _file_lock(target.with_name(target.name + ".lock")):
+    with _file_lock(target.with_name(target.name + ".lock")) as exclusive:
+        if exclusive:  # no builder of this world is alive: hidden build folders are a killed build's
+            for orphan in target.parent.glob(f".{target.name}.*"):
+                shutil.rmtree(orphan, ignore_errors=True)
         if is_built(target) and not force:
             return target
         logger.warning("building the embedded world (seed %s) into %s; this takes a few minutes, once.", seed, target)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from sae_lens import SAE
 
+from sae_lens_match.fingerprints import sha256_tensors
 from sae_lens_match.sources.hooks import hook_name
 from sae_lens_match.sources.models import ModelKind, load_model as load_checkpoint, load_tokenizer as load_checkpoint_tokenizer
 from sae_lens_match.sources.tokens import pack_texts, token_dataset as rows_dataset
@@ -90,8 +91,18 @@ def load_saes(hook: str = "resid_post", *, layers: Sequence[int] | None = None, 
     """The world's JumpReLU SAEs at ``blocks.L.hook_<hook>`` (``"resid_post"`` or ``"mlp_out"``), ordered by layer.
 
     ``world``: ``seed``, ``cache_dir``, ``config``, ``progress`` of :func:`sae_dirs`.
+
+    Raises:
+        ValueError: a cached SAE whose weights differ from the ones the build recorded (a
+            damaged cache; rebuild it with ``sae-lens-match world build --force``).
     """
-    return [SAE.load_from_disk(d, device=device) for d in sae_dirs(hook, layers=layers, **world)]
+    dirs = sae_dirs(hook, layers=layers, **world)
+    recorded = json.loads((dirs[0].parent.parent / MANIFEST).read_text())["sae_sha256"]
+    saes = [SAE.load_from_disk(d, device=device) for d in dirs]
+    for d, sae in zip(dirs, saes):
+        if sha256_tensors(sae.state_dict()) != recorded.get(d.name):
+            raise ValueError(f"The cached world SAE {d} is damaged (its weights differ from the build's); rebuild with `sae-lens-match world build --force`.")
+    return saes
 
 
 def tokens(split: str = "train", n_reviews: int = 2000, *, seed: int = 0, **world: Any) -> torch.Tensor:

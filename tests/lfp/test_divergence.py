@@ -22,7 +22,7 @@ def test_divergence_recovers_the_perturbed_layers(tmp_path):
     assert mlp[0] == 0.0 and mlp[2] == 0.0
     assert mlp[1] == pytest.approx(0.05 * (16 * 32) ** 0.5)
     assert top_layers(layer_divergence(base, tuned, part="block"), 1) == [2]
-    plot_divergence(mlp, tmp_path / "div.html", k=2)
+    plot_divergence(mlp, tmp_path / "div.html", top=top_layers(mlp, 2))
     assert "plotly" in (tmp_path / "div.html").read_text()[:5000].lower()
     assert_png(tmp_path / "div.png")
 

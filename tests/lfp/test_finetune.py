@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 from datasets import Dataset
@@ -26,6 +28,11 @@ def tiny_lm(tok, seed=0):
 PAIRS = Dataset.from_dict({"prompt": ["the film was"] * 16, "chosen": [" great"] * 16, "rejected": [" awful"] * 16})
 
 
+def test_sentiment_rl_learns_from_the_vader_reward(tmp_path, tokenizer):
+    result = sentiment_rl(tiny_lm(tokenizer), tokenizer, ["the film was", "a"] * 8, output_dir=tmp_path, batch_size=4, num_generations=2, max_completion_length=6, steps=2)
+    assert [e["step"] for e in result.log if "rewards/vader_reward/mean" in e] == [1, 2]
+
+
 @pytest.mark.parametrize("trust_region", [False, True])
 def test_tr_dpo_moves_the_reference_and_dpo_does_not(tmp_path, tokenizer, trust_region):
     model = tiny_lm(tokenizer)
@@ -38,15 +45,26 @@ def test_tr_dpo_moves_the_reference_and_dpo_does_not(tmp_path, tokenizer, trust_
     assert len(losses) == 4 and losses[-1] < losses[0]
 
 
-def test_sentiment_rl_runs_with_the_vader_reward_and_resumes(tmp_path, tokenizer):
-    model = tiny_lm(tokenizer)
-    kw = dict(output_dir=tmp_path, batch_size=4, num_generations=2, max_completion_length=6, save_steps=2)
-    first = sentiment_rl(model, tokenizer, ["the film was", "a"] * 8, steps=2, **kw)
-    assert any("rewards/vader_reward/mean" in entry for entry in first.log)
-    assert (tmp_path / "checkpoint-2").is_dir()
-    second = sentiment_rl(model, tokenizer, ["the film was", "a"] * 8, steps=3, **kw)
-    steps_run = [entry["step"] for entry in second.log if "rewards/vader_reward/mean" in entry]
-    assert steps_run == [1, 2, 3]  # steps 1-2 restored from the checkpoint's log, step 3 trained now
+def test_sentiment_rl_resumes_an_interrupted_run_and_never_another(tmp_path, tokenizer):
+    def length(texts):  # differs between completions, so every step moves the weights
+        return [float(len(t)) for t in texts]
+
+    model, prompts = tiny_lm(tokenizer), ["the film was", "a"] * 8
+    kw = dict(batch_size=4, num_generations=2, max_completion_length=6, save_steps=2, steps=3, reward=length)
+    weights = lambda result: {k: v.clone() for k, v in result.model.state_dict().items()}  # noqa: E731
+    first = sentiment_rl(model, tokenizer, prompts, output_dir=tmp_path / "run", **kw)
+    expected = weights(first)
+    shutil.rmtree(tmp_path / "run" / "checkpoint-3")  # killed after step 2's checkpoint
+    resumed = sentiment_rl(model, tokenizer, prompts, output_dir=tmp_path / "run", **kw)
+    assert [e["step"] for e in resumed.log if "reward" in e] == [1, 2, 3]  # 1-2 restored, 3 trained
+    # (Resuming from a TRL checkpoint is not bitwise the uninterrupted run: step 3's sampled
+    # completions differ, and so do the weights, slightly.)
+    # Other settings into the same folder: trained afresh, never resumed from the old checkpoints.
+    other = sentiment_rl(model, tokenizer, prompts, output_dir=tmp_path / "run", **{**kw, "learning_rate": 1e-3})
+    fresh = sentiment_rl(model, tokenizer, prompts, output_dir=tmp_path / "fresh", **{**kw, "learning_rate": 1e-3})
+    fresh_weights = weights(fresh)
+    assert all(torch.equal(v, fresh_weights[k]) for k, v in weights(other).items())
+    assert any(not torch.equal(v, expected[k]) for k, v in fresh_weights.items())
 
 
 def test_recipes_refuse_bad_input(tmp_path, tokenizer):

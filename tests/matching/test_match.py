@@ -96,9 +96,16 @@ def test_term_weights():
     torch.testing.assert_close(dec.cost, expected.detach())
     with pytest.raises(ValueError, match="Unknown matching terms"):
         match(a, b, weights={"b_dec": 1.0})
-    with pytest.raises(ValueError, match="GatedSAE has no b_enc"):
-        match(random_sae("gated"), random_sae("gated", seed=3))
-    match(random_sae("gated"), random_sae("gated", seed=3), weights={"W_dec": 1, "W_enc": 1})
+
+
+def test_default_weights_work_for_gated_saes_through_the_gate_bias():
+    """Gated SAEs have no b_enc; the default b_enc term is their gate's bias b_gate."""
+    a, b = random_sae("gated"), random_sae("gated", seed=3)
+    m = match(a, b)
+    rows = lambda s: torch.cat([s.W_dec, s.W_enc.T, s.b_gate[:, None]], 1)  # noqa: E731
+    expected = ((rows(a) - rows(b)[m.permutation]) ** 2).mean(1).double()
+    torch.testing.assert_close(m.cost, expected.detach())
+    assert torch.equal(match(a, permute(a, torch.arange(a.cfg.d_sae).flip(0))).permutation, torch.arange(a.cfg.d_sae).flip(0).argsort())
 
 
 def test_match_options_are_config_fields():

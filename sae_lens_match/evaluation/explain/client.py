@@ -148,7 +148,7 @@ class ChatClient:
             if attempt:
                 self.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                text = self._parse(self._post(body))
+                text = self.redact(self._parse(self._post(body)))
             except (ChatUnreachableError, ChatResponseError) as err:
                 last = err
                 continue
@@ -174,7 +174,7 @@ class ChatClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as err:
-            detail = err.read()[:300].decode(errors="replace")
+            detail = self.redact(err.read()[:300].decode(errors="replace"))
             raise ChatHTTPError(f"{self.url} answered HTTP {err.code}: {detail}", err.code) from err
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as err:
             reason = getattr(err, "reason", err)
@@ -187,14 +187,19 @@ class ChatClient:
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ChatResponseError(f"{self.url} did not answer JSON: {raw[:200]!r}") from err
+            raise ChatResponseError(self.redact(f"{self.url} did not answer JSON: {raw[:200]!r}")) from err
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as err:
-            raise ChatResponseError(f"{self.url} answered JSON without choices[0].message.content: {str(data)[:200]}") from err
+            raise ChatResponseError(self.redact(f"{self.url} answered JSON without choices[0].message.content: {str(data)[:200]}")) from err
         if not isinstance(content, str):
-            raise ChatResponseError(f"{self.url} answered a non-text message content: {content!r}")
+            raise ChatResponseError(self.redact(f"{self.url} answered a non-text message content: {content!r}"))
         return content
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key blanked out: a server may echo the request's headers, and
+        nothing it says may carry the key into a message, a log or a result file."""
+        return text.replace(self.api_key, "[redacted]") if self.api_key else text
 
     def _cache_path(self, key: str) -> Path | None:
         return None if self.cache_dir is None else self.cache_dir / key[:2] / f"{key}.json"

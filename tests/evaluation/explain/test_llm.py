@@ -144,6 +144,23 @@ def test_cache_answers_on_disk(server, tmp_path):
     assert client(server, cache_dir=tmp_path).complete(MESSAGES) == "SAME"
 
 
+def test_the_api_key_never_appears_in_errors_or_answers(server, tmp_path):
+    """A server that echoes the request's headers must not carry the key into a message or a file."""
+    key = "sk-secret-123"
+    server.answers.append((401, json.dumps({"error": "bad header Authorization: Bearer " + key}).encode()))
+    with pytest.raises(ChatHTTPError) as info:
+        client(server, api_key=key).complete(MESSAGES)
+    assert key not in str(info.value) and "[redacted]" in str(info.value)
+    server.answers.append((200, b"<html>Authorization: Bearer " + key.encode() + b"</html>"))
+    with pytest.raises(ChatResponseError) as info:
+        client(server, api_key=key, max_retries=0).complete(MESSAGES)
+    assert key not in str(info.value)
+    server.answers.append((200, completion(f"your key is {key}")))
+    answer = client(server, api_key=key, cache_dir=tmp_path).complete(MESSAGES)
+    assert key not in answer
+    assert all(key not in f.read_text() for f in tmp_path.rglob("*.json"))
+
+
 def test_unreachable_endpoint_fails_clearly():
     with socket.socket() as s:  # a loopback port with nothing listening
         s.bind(("127.0.0.1", 0))
