@@ -1,5 +1,5 @@
-"""Fault injection: each long command is killed (SIGKILL, as a crash or an impatient user would)
-at random points of its run, rerun into the same folder, and must end with exactly the results
+"""Fault injection: each long command is killed (SIGKILL as a crash would, SIGTERM as a job
+scheduler or an impatient user would) at random points of its run, rerun into the same folder, and must end with exactly the results
 of an uninterrupted run and no temporary files left behind."""
 
 import json
@@ -36,15 +36,15 @@ def command(out: Path, argv: list[str]) -> list[str]:
     return [sys.executable, "-c", "import sys; from sae_lens_match.cli import main; sys.exit(main())", *argv, *out_option]
 
 
-def run(out: Path, argv: list[str], kill_after: float | None = None) -> float:
-    """Run the command; kill it after ``kill_after`` seconds (if still running). Returns its wall time."""
+def run(out: Path, argv: list[str], kill_after: float | None = None, sig: int = signal.SIGKILL) -> float:
+    """Run the command; send ``sig`` after ``kill_after`` seconds (if still running). Returns its wall time."""
     start = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     proc = subprocess.Popen(command(out, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         _, err = proc.communicate(timeout=kill_after)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
         proc.communicate()
         return time.perf_counter() - start
     assert proc.returncode == 0, err.decode()[-2000:]
@@ -78,8 +78,8 @@ def test_killed_commands_resume_to_the_uninterrupted_result(world_root, tmp_path
     expected = results(tmp_path / "clean", name)
     rng = random.Random(f"kills/{name}")
     out = tmp_path / "interrupted"
-    for _ in range(KILLS):
-        run(out, argv, kill_after=rng.uniform(startup, duration))
+    for k in range(KILLS):
+        run(out, argv, kill_after=rng.uniform(startup, duration), sig=(signal.SIGKILL, signal.SIGTERM)[k % 2])
     run(out, argv)
     got = results(out, name)
     assert got.keys() == expected.keys()
