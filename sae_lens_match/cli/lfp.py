@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sae_lens_match import world
 from sae_lens_match.cli.inputs import feedback_data
-from sae_lens_match.cli.options import add_out, out_dir, positive_int
+from sae_lens_match.cli.options import add_out, nonnegative_float, out_dir, positive_float, positive_int
 from sae_lens_match.lfp.pipeline import Part1Config, run_part1
 
 
@@ -22,6 +22,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dictionary-source", choices=["activations", "model"], default=default.dictionary_source, help="train dictionaries on collected activations or on the model directly (SAELens runner)")
     p.add_argument("--recipe", choices=["rl", "dpo", "tr-dpo"], default=default.recipe)
     p.add_argument("--steps", type=positive_int, default=default.finetune_steps, help="fine-tuning steps")
+    p.add_argument("--kl-beta", type=nonnegative_float, default=default.kl_beta, help="RL: KL coefficient")
+    p.add_argument("--dpo-beta", type=positive_float, default=default.dpo_beta, help="DPO / TR-DPO: inverse temperature")
+    p.add_argument("--mixup-alpha", type=positive_float, default=default.mixup_alpha, help="TR-DPO: reference update weight (1: hard update)")
+    p.add_argument("--sync-steps", type=positive_int, default=default.sync_steps, help="TR-DPO: steps between reference updates (fewer than --steps)")
+    p.add_argument("--reward-scope", choices=["prefix+completion", "completion"], default=default.reward_scope, help="RL: what the VADER reward scores")
+    p.add_argument("--hook", default=default.hook, help="hook of each chosen layer ({layer} filled in); blocks.{layer}.mlp.hook_post for post-GELU activations")
+    p.add_argument("--divergence-part", choices=["mlp", "block"], default=default.divergence_part, help="which parameters rank the layers")
+    p.add_argument("--divergence-aggregate", choices=["l2", "sum_of_norms"], default=default.divergence_aggregate, help="l2 of everything, or the reference code's sum of per-tensor norms")
     p.add_argument("--top-k", type=positive_int, default=default.top_k, help="how many most-changed MLP layers to study")
     p.add_argument("--dictionary-tokens", type=positive_int, default=default.dictionary.training_tokens, help="training tokens per dictionary")
     p.add_argument("--seed", type=int, default=default.seed)
@@ -29,16 +37,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_lfp(args: argparse.Namespace) -> dict:
-    out_dir(args)
-    model, model_name = args.model, None
-    if model is None:
-        model, model_name = world.model_dir(seed=args.seed), world.WORLD_MODEL_NAME
+    model_name = world.WORLD_MODEL_NAME if args.model is None else None
     default = Part1Config()
     cfg = Part1Config(
         recipe=args.recipe, finetune_steps=args.steps, top_k=args.top_k, seed=args.seed,
+        kl_beta=args.kl_beta, dpo_beta=args.dpo_beta, mixup_alpha=args.mixup_alpha, sync_steps=args.sync_steps,
+        reward_scope=args.reward_scope, hook=args.hook, divergence_part=args.divergence_part, divergence_aggregate=args.divergence_aggregate,
         dictionary=replace(default.dictionary, training_tokens=args.dictionary_tokens, seed=args.seed),
         dictionary_source=args.dictionary_source, model_name=model_name,
     )
+    out_dir(args)  # options and folder checked: now the work
+    model = args.model or world.model_dir(seed=args.seed)
     data = feedback_data(args.data or ("world" if args.model is None else "imdb"), cfg, args.n_texts, args.seed)
     summary = run_part1(model, data, args.out, cfg)
     for layer, d in summary["layers"].items():

@@ -16,8 +16,13 @@ _LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
 logger = logging.getLogger(__name__)
 
 
-def layer_divergence(base: nn.Module, tuned: nn.Module, *, part: Literal["mlp", "block"] = "mlp") -> dict[int, float]:
-    """``sqrt(sum ||theta_tuned - theta_base||^2)`` over each layer's parameters, in float64.
+Aggregate = Literal["l2", "sum_of_norms"]
+
+
+def layer_divergence(
+    base: nn.Module, tuned: nn.Module, *, part: Literal["mlp", "block"] = "mlp", aggregate: Aggregate = "l2"
+) -> dict[int, float]:
+    """How far each layer's parameters moved, in float64.
 
     Args:
         base, tuned: two models with the same parameter names (e.g. an HF model before and
@@ -25,18 +30,25 @@ def layer_divergence(base: nn.Module, tuned: nn.Module, *, part: Literal["mlp", 
             weights are refused, since their differences are not the model's.
         part: ``"mlp"`` counts parameters whose name contains ``.mlp.``; ``"block"`` all of
             the layer's parameters.
+        aggregate: ``"l2"``: ``sqrt(sum ||theta_tuned - theta_base||^2)`` over the layer's
+            parameters, one L2 norm of everything (the default); ``"sum_of_norms"``: the sum
+            of each tensor's L2 norm, the LFP reference code's aggregation (with
+            ``part="block"``, attention included), which weighs small tensors (biases)
+            relatively more.
 
     Returns:
         ``{layer: divergence}`` for every layer found.
     """
     if part not in ("mlp", "block"):
         raise ValueError(f"part must be 'mlp' or 'block', got {part!r}.")
+    if aggregate not in ("l2", "sum_of_norms"):
+        raise ValueError(f"aggregate must be 'l2' or 'sum_of_norms', got {aggregate!r}.")
     base_params = dict(base.named_parameters())
     tuned_params = dict(tuned.named_parameters())
     if base_params.keys() != tuned_params.keys():
         missing = sorted(base_params.keys() ^ tuned_params.keys())[:5]
         raise ValueError(f"The models have different parameters (e.g. {missing}); compare a model with its own fine-tune.")
-    squared: dict[int, float] = {}
+    total: dict[int, float] = {}
     for name, p in base_params.items():
         found = _LAYER.search(name)
         if found is None or (part == "mlp" and ".mlp." not in name):
@@ -47,10 +59,11 @@ def layer_divergence(base: nn.Module, tuned: nn.Module, *, part: Literal["mlp", 
         if p.shape != q.shape:
             raise ValueError(f"Parameter {name!r} has shape {tuple(p.shape)} vs {tuple(q.shape)}.")
         layer = int(found.group(1))
-        squared[layer] = squared.get(layer, 0.0) + float(((q.detach().double() - p.detach().double().to(q.device)) ** 2).sum())
-    if not squared:
+        squared = float(((q.detach().double() - p.detach().double().to(q.device)) ** 2).sum())
+        total[layer] = total.get(layer, 0.0) + (squared if aggregate == "l2" else squared**0.5)
+    if not total:
         raise ValueError(f"No {part} parameters with a layer index were found (names like 'layers.3.mlp.*').")
-    return {layer: value**0.5 for layer, value in sorted(squared.items())}
+    return {layer: value**0.5 if aggregate == "l2" else value for layer, value in sorted(total.items())}
 
 
 def top_layers(divergence: dict[int, float], k: int = 5) -> list[int]:

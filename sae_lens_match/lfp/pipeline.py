@@ -25,8 +25,9 @@ from sae_lens import SAE
 from sae_lens_match.atomic import prepare_out_dir, write_json
 from sae_lens_match.fingerprints import sha256_json
 from sae_lens_match.lfp.dictionaries import DictionaryConfig, train_dictionary_pair, train_dictionary_pair_on_model
-from sae_lens_match.lfp.divergence import layer_divergence, plot_divergence, top_layers
+from sae_lens_match.lfp.divergence import Aggregate, layer_divergence, plot_divergence, top_layers
 from sae_lens_match.lfp.finetune import dpo, sentiment_rl
+from sae_lens_match.lfp.reward import RewardScope
 from sae_lens_match.lfp.overlap import dictionary_overlap
 from sae_lens_match.sources.activations import load_activations, save_activations
 from sae_lens_match.sources.models import ModelRef, hooked_from_hf, load_causal_lm, resolve_model
@@ -75,9 +76,21 @@ class Part1Config:
 
     Attributes:
         recipe: ``"rl"`` (VADER-reward RLOO), ``"dpo"`` or ``"tr-dpo"``.
-        finetune_steps, finetune_batch_size, learning_rate, beta: the fine-tuning run.
+        finetune_steps, finetune_batch_size, learning_rate: the fine-tuning run.
+        kl_beta: RL's KL coefficient (RLOO subtracts ``kl_beta * KL`` from the reward).
+        dpo_beta: DPO's and TR-DPO's inverse temperature (TRL's default 0.1).
+        mixup_alpha, sync_steps: TR-DPO's reference update, ``ref <- alpha * policy +
+            (1 - alpha) * ref`` every ``sync_steps`` steps (must be fewer than the run's steps).
+        reward_scope: what the RL reward scores: ``"prefix+completion"`` (the paper's code)
+            or ``"completion"``.
         top_k: how many most-changed MLP layers to study.
-        hook: TransformerLens hook of each chosen layer, ``{layer}`` filled in.
+        divergence_part, divergence_aggregate: how layers are ranked (see
+            :func:`~sae_lens_match.lfp.divergence.layer_divergence`; the reference code used
+            ``"block"`` and ``"sum_of_norms"``).
+        hook: TransformerLens hook of each chosen layer, ``{layer}`` filled in. The default is
+            the reference code's: the MLP module's output ``hook_mlp_out`` (width ``d_model``,
+            so n = d_model); ``"blocks.{layer}.mlp.hook_post"`` reads the post-GELU
+            activations instead (4x wider).
         context_size: tokens per packed row (capped at the model's ``n_ctx``).
         dictionary: how each dictionary is trained (:class:`DictionaryConfig`); its
             ``training_tokens`` is the budget whatever the source.
@@ -92,9 +105,15 @@ class Part1Config:
     finetune_steps: int = 60
     finetune_batch_size: int = 16
     learning_rate: float = 2e-5
-    beta: float = 0.05
+    kl_beta: float = 0.05
+    dpo_beta: float = 0.1
+    mixup_alpha: float = 0.6
+    sync_steps: int = 16
+    reward_scope: RewardScope = "prefix+completion"
     top_k: int = 2
-    hook: str = "blocks.{layer}.mlp.hook_post"
+    divergence_part: Literal["mlp", "block"] = "mlp"
+    divergence_aggregate: Aggregate = "l2"
+    hook: str = "blocks.{layer}.hook_mlp_out"
     context_size: int = 128
     dictionary: DictionaryConfig = field(default_factory=lambda: DictionaryConfig(training_tokens=40_000))
     dictionary_source: DictionarySource = "activations"
@@ -111,16 +130,26 @@ class Part1Config:
                 raise ValueError(f"{name} must be a whole number >= 1 (no fine-tuning, no layers to study otherwise), got {getattr(self, name)!r}.")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0 (at 0 fine-tuning changes nothing), got {self.learning_rate!r}.")
-        if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta!r}.")
+        if not (self.kl_beta >= 0 and self.dpo_beta > 0):
+            raise ValueError(f"Need kl_beta >= 0 and dpo_beta > 0, got {self.kl_beta!r}, {self.dpo_beta!r}.")
+        if self.recipe == "tr-dpo" and not (1 <= self.sync_steps < self.finetune_steps and 0 < self.mixup_alpha <= 1):
+            raise ValueError(
+                f"TR-DPO needs 1 <= sync_steps < finetune_steps and 0 < mixup_alpha <= 1, got sync_steps={self.sync_steps}, "
+                f"finetune_steps={self.finetune_steps}, mixup_alpha={self.mixup_alpha}: a reference never synced is plain DPO."
+            )
         if self.context_size < 2:
             raise ValueError(f"context_size must be at least 2 tokens, got {self.context_size}.")
+        for name, allowed in (("reward_scope", ("prefix+completion", "completion")), ("divergence_part", ("mlp", "block")), ("divergence_aggregate", ("l2", "sum_of_norms"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
         if "{layer}" not in self.hook:
             raise ValueError(f"hook must contain '{{layer}}', got {self.hook!r}.")
 
     def finetune_key(self) -> dict[str, Any]:
-        """The fields the tuned model depends on."""
-        return {k: getattr(self, k) for k in ("recipe", "finetune_steps", "finetune_batch_size", "learning_rate", "beta", "seed")}
+        """The fields the tuned model depends on (and no others, so changing one of those retrains)."""
+        names = ["recipe", "finetune_steps", "finetune_batch_size", "learning_rate", "seed"]
+        names += {"rl": ["kl_beta", "reward_scope"], "dpo": ["dpo_beta"], "tr-dpo": ["dpo_beta", "mixup_alpha", "sync_steps"]}[self.recipe]
+        return {k: getattr(self, k) for k in names}
 
 
 def _finetune(base, tokenizer, data: FeedbackData, stage: Stage, cfg: Part1Config):
@@ -133,11 +162,14 @@ def _finetune(base, tokenizer, data: FeedbackData, stage: Stage, cfg: Part1Confi
     stage.start()
     model = copy.deepcopy(base).train()
     checkpoints = tuned_dir / "checkpoints"  # TRL resumes from these after an interruption
-    common = dict(output_dir=checkpoints, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed, beta=cfg.beta)
+    common = dict(output_dir=checkpoints, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed)
     if cfg.recipe == "rl":
-        result = sentiment_rl(model, tokenizer, list(data.prompts), **common)
+        result = sentiment_rl(model, tokenizer, list(data.prompts), beta=cfg.kl_beta, reward_scope=cfg.reward_scope, **common)
     else:
-        result = dpo(model, tokenizer, data.preferences, trust_region=cfg.recipe == "tr-dpo", **common)
+        trust_region = cfg.recipe == "tr-dpo"
+        result = dpo(model, tokenizer, data.preferences, trust_region=trust_region, beta=cfg.dpo_beta, mixup_alpha=cfg.mixup_alpha, sync_steps=cfg.sync_steps, **common)
+        if trust_region:  # the moving reference it ended with, for the record
+            result.ref_model.save_pretrained(tuned_dir / "reference_model")
     result.model.save_pretrained(tuned_dir)
     tokenizer.save_pretrained(tuned_dir)
     write_json(tuned_dir / "finetune_log.json", result.log)
@@ -172,10 +204,11 @@ def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | P
     finetune = Stage.of(out / "tuned_model", {"model": ref.fingerprint(), "data": data.fingerprint(), "finetune": cfg.finetune_key()})
     tuned = _finetune(base, tokenizer, data, finetune, cfg)
 
-    divergence = layer_divergence(base, tuned, part="mlp")
+    divergence = layer_divergence(base, tuned, part=cfg.divergence_part, aggregate=cfg.divergence_aggregate)
     del base
     layers = top_layers(divergence, cfg.top_k)
-    write_json(out / "divergence.json", {"mlp_divergence": divergence, "top_layers": layers})
+    method = {"part": cfg.divergence_part, "aggregate": cfg.divergence_aggregate}
+    write_json(out / "divergence.json", {"divergence": divergence, "method": method, "top_layers": layers})
     plot_divergence(divergence, out / "divergence.html", top=layers)
 
     # Activations of the *tuned* model (the reference code read the base model's).
@@ -193,7 +226,7 @@ def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | P
 
     summary = {
         "config": asdict(cfg), "model": ref.requested, "data": data.name, "top_layers": layers,
-        "divergence": {str(k): v for k, v in divergence.items()}, "layers": {},
+        "divergence": {str(k): v for k, v in divergence.items()}, "divergence_method": method, "layers": {},
     }
     for layer, hook in zip(layers, hooks):
         trained = Stage.of(out / "dictionaries" / f"layer_{layer}", {**source, "hook": hook, "dictionary": asdict(cfg.dictionary), "source": cfg.dictionary_source})

@@ -11,7 +11,7 @@ words are the same, contractions may differ.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from sae_lens_match.registry import Registry
 from sae_lens_match.sources.vader import vader_lexicon
@@ -49,17 +49,32 @@ def vader_reward(texts: Sequence[str], *, scale: float = 5.0, clip: float = 10.0
     return out
 
 
-def trl_reward(name_or_fn: str | RewardFn) -> Callable[..., list[float]]:
-    """Wrap a text reward for TRL's ``reward_funcs``: it scores the completions alone.
+RewardScope = Literal["prefix+completion", "completion"]
 
-    TRL calls reward functions as ``fn(prompts=..., completions=..., **columns)``; completions
-    are strings for plain-text datasets, or lists of ``{"role", "content"}`` messages for
+
+def trl_reward(name_or_fn: str | RewardFn, scope: RewardScope = "prefix+completion") -> Callable[..., list[float]]:
+    """Wrap a text reward for TRL's ``reward_funcs``.
+
+    ``scope="prefix+completion"`` scores each prompt with its completion, as the LFP paper's
+    reference code does; ``"completion"`` scores the completion alone. TRL calls reward
+    functions as ``fn(prompts=..., completions=..., **columns)``; prompts and completions are
+    strings for plain-text datasets, or lists of ``{"role", "content"}`` messages for
     conversational ones.
     """
+    if scope not in ("prefix+completion", "completion"):
+        raise ValueError(f"scope must be 'prefix+completion' or 'completion', got {scope!r}.")
     fn = get_reward(name_or_fn) if isinstance(name_or_fn, str) else name_or_fn
 
-    def reward(completions: Sequence[Any], **_: Any) -> list[float]:
-        texts = [c if isinstance(c, str) else " ".join(m["content"] for m in c) for c in completions]
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else " ".join(m["content"] for m in value)
+
+    def reward(completions: Sequence[Any], prompts: Sequence[Any] | None = None, **_: Any) -> list[float]:
+        texts = [text(c) for c in completions]
+        if scope == "prefix+completion":
+            if prompts is None:
+                raise ValueError("The prefix+completion reward needs the prompts; TRL passes them as prompts=...")
+            # plain-text completions continue their prompt directly (no separator added)
+            texts = [text(p) + (c if isinstance(p, str) else " " + c) for p, c in zip(prompts, texts)]
         return fn(texts)
 
     reward.__name__ = getattr(fn, "__name__", "reward")

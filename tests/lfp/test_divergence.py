@@ -22,6 +22,15 @@ def test_divergence_recovers_the_perturbed_layers(tmp_path):
     assert mlp[0] == 0.0 and mlp[2] == 0.0
     assert mlp[1] == pytest.approx(0.05 * (16 * 32) ** 0.5)
     assert top_layers(layer_divergence(base, tuned, part="block"), 1) == [2]
+    # the reference code's aggregation: the sum of per-tensor norms over the whole block
+    summed = layer_divergence(base, tuned, part="block", aggregate="sum_of_norms")
+    assert summed[2] == pytest.approx(1.0 * (16 * 4 * 4) ** 0.5)  # W_Q [n_heads, d_model, d_head]
+    assert summed[1] == pytest.approx(mlp[1]) and summed[0] == 0.0
+    with torch.no_grad():
+        tuned.blocks[1].mlp.b_in.add_(0.05)  # a second tensor: the two aggregations now differ
+    w, b = 0.05 * (16 * 32) ** 0.5, 0.05 * 32**0.5
+    assert layer_divergence(base, tuned)[1] == pytest.approx((w**2 + b**2) ** 0.5)
+    assert layer_divergence(base, tuned, aggregate="sum_of_norms")[1] == pytest.approx(w + b)
     plot_divergence(mlp, tmp_path / "div.html", top=top_layers(mlp, 2))
     assert "plotly" in (tmp_path / "div.html").read_text()[:5000].lower()
     assert_png(tmp_path / "div.png")

@@ -57,8 +57,13 @@ def test_sentiment_rl_resumes_an_interrupted_run_and_never_another(tmp_path, tok
     shutil.rmtree(tmp_path / "run" / "checkpoint-3")  # killed after step 2's checkpoint
     resumed = sentiment_rl(model, tokenizer, prompts, output_dir=tmp_path / "run", **kw)
     assert [e["step"] for e in resumed.log if "reward" in e] == [1, 2, 3]  # 1-2 restored, 3 trained
-    # (Resuming from a TRL checkpoint is not bitwise the uninterrupted run: step 3's sampled
-    # completions differ, and so do the weights, slightly.)
+    # exactly the uninterrupted run: every weight restored (transformers alone skips the LM
+    # head, saved under its legacy name), and the sampling stream with it
+    assert all(torch.equal(v, expected[k]) for k, v in weights(resumed).items())
+    # rerunning the finished run trains nothing more (transformers alone trains one extra step)
+    finished = sentiment_rl(model, tokenizer, prompts, output_dir=tmp_path / "run", **kw)
+    assert [e["step"] for e in finished.log if "reward" in e] == [1, 2, 3]
+    assert all(torch.equal(v, expected[k]) for k, v in weights(finished).items())
     # Other settings into the same folder: trained afresh, never resumed from the old checkpoints.
     other = sentiment_rl(model, tokenizer, prompts, output_dir=tmp_path / "run", **{**kw, "learning_rate": 1e-3})
     fresh = sentiment_rl(model, tokenizer, prompts, output_dir=tmp_path / "fresh", **{**kw, "learning_rate": 1e-3})
@@ -75,3 +80,20 @@ def test_recipes_refuse_bad_input(tmp_path, tokenizer):
         sentiment_rl(model, tokenizer, ["a"], output_dir=tmp_path, batch_size=3, num_generations=2)
     with pytest.raises(ValueError, match="Unknown reward 'nope'"):
         sentiment_rl(model, tokenizer, ["a"], output_dir=tmp_path, reward="nope", batch_size=2, num_generations=2)
+
+
+def test_tr_dpo_keeps_its_mixed_reference_across_a_resume(tmp_path, tokenizer):
+    kw = dict(trust_region=True, sync_steps=1, steps=2, save_steps=2, batch_size=4, learning_rate=1e-3, output_dir=tmp_path)
+    first = dpo(tiny_lm(tokenizer), tokenizer, PAIRS, **kw)
+    mixed = {k: v.clone() for k, v in first.ref_model.state_dict().items()}
+    base = tiny_lm(tokenizer).state_dict()
+    assert any(not torch.equal(mixed[k], base[k]) for k in base)  # the reference moved
+    # Rerun: resumes from checkpoint-2 (nothing left to train). Its reference must be the
+    # mixed one saved with the checkpoint, not a fresh copy of the starting model.
+    again = dpo(tiny_lm(tokenizer), tokenizer, PAIRS, **kw)
+    assert all(torch.equal(v, mixed[k]) for k, v in again.ref_model.state_dict().items())
+
+
+def test_tr_dpo_that_would_never_sync_is_refused(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="sync_steps=512 >= steps=60 never updates its reference"):
+        dpo(tiny_lm(tokenizer), tokenizer, PAIRS, output_dir=tmp_path, trust_region=True, steps=60)

@@ -42,6 +42,8 @@ def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
         info = summary["layers"][str(layer)]
         shared = info["shared_features"]
         d_in = info["d_in"]
+        # the reference code's activations: the MLP module's output, n = d_model
+        assert info["hook"] == f"blocks.{layer}.hook_mlp_out" and d_in == 128
         assert len(shared) == d_in
         assert sorted(f["small_index"] for f in shared) == list(range(d_in))
         assert all(0 <= f["large_index"] < 2 * d_in for f in shared)
@@ -60,7 +62,7 @@ def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
 
 @pytest.mark.slow
 def test_part1_trains_dictionaries_on_the_model_directly(world_root, tmp_path):
-    cfg = small("dpo", "model", steps=2, batch=4, tokens=3000, top_k=1)
+    cfg = small("dpo", "model", steps=2, batch=4, tokens=3000, top_k=1, hook="blocks.{layer}.mlp.hook_post")
     summary = run_part1(world_root / "model", world_data(200, "dpo"), tmp_path, cfg)
     (layer,) = summary["top_layers"]
     info = summary["layers"][str(layer)]
@@ -122,6 +124,24 @@ def test_part1_runs_on_a_hub_model_from_the_hub_cache(world_root, tmp_path, monk
         summary = run_part1("pythia-70m-deduped", world_data(60, "dpo"), tmp_path / source, cfg)
         assert summary["model"] == "pythia-70m-deduped" and len(summary["divergence"]) == 2
         (layer,) = summary["top_layers"]
-        assert summary["layers"][str(layer)]["d_in"] == 64
+        assert summary["layers"][str(layer)]["d_in"] == 32  # hook_mlp_out: d_model
         saved = SAE.load_from_disk(tmp_path / source / "dictionaries" / f"layer_{layer}" / "n")
         assert saved.cfg.metadata.model_name == "pythia-70m-deduped"  # its own name, never the world's
+
+
+@pytest.mark.slow
+def test_tr_dpo_in_the_pipeline_moves_its_reference_and_betas_are_separate(world_root, tmp_path):
+    data = world_data(40, "tr-dpo")
+    summary = run_part1(world_root / "model", data, tmp_path / "tr", small("tr-dpo", steps=4, batch=4, tokens=2000, top_k=1, sync_steps=2))
+    assert summary["config"]["sync_steps"] == 2 and summary["config"]["dpo_beta"] == 0.1
+    base = GPTNeoXForCausalLM.from_pretrained(world_root / "model").state_dict()
+    reference = GPTNeoXForCausalLM.from_pretrained(tmp_path / "tr" / "tuned_model" / "reference_model").state_dict()
+    tuned = GPTNeoXForCausalLM.from_pretrained(tmp_path / "tr" / "tuned_model").state_dict()
+    moved = lambda a, b: any(not torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert moved(reference, base) and moved(reference, tuned)
+    # RL's KL coefficient has no say in DPO: an absurd one tunes the same model
+    one = run_part1(world_root / "model", world_data(40, "dpo"), tmp_path / "a", small("dpo", top_k=1))
+    other = run_part1(world_root / "model", world_data(40, "dpo"), tmp_path / "b", small("dpo", top_k=1, kl_beta=123.0))
+    assert one["divergence"] == other["divergence"]
+    with pytest.raises(ValueError, match="sync_steps=16, finetune_steps=4"):
+        small("tr-dpo", steps=4)

@@ -22,7 +22,13 @@ def test_registry_and_trl_adapter():
         register_reward("vader", lambda texts: [0.0] * len(texts))
     with pytest.raises(ValueError, match="Unknown reward 'nope'"):
         get_reward("nope")
+    # the paper's reward scores prefix + completion: (awful -2.0 + love 3.2) / 5
     fn = trl_reward("vader")
-    assert fn(prompts=["p"], completions=["I love it"], extra=[1]) == [pytest.approx(0.64)]
+    assert fn(prompts=["The film was awful."], completions=[" I love it"], extra=[1]) == [pytest.approx(0.24)]
     conversational = [[{"role": "assistant", "content": "I love it"}]]
-    assert fn(prompts=["p"], completions=conversational) == [pytest.approx(0.64)]
+    assert fn(prompts=[[{"role": "user", "content": "The film was awful."}]], completions=conversational) == [pytest.approx(0.24)]
+    completion_only = trl_reward("vader", "completion")
+    assert completion_only(prompts=["The film was awful."], completions=[" I love it"]) == [pytest.approx(0.64)]
+    assert completion_only(prompts=["p"], completions=conversational) == [pytest.approx(0.64)]
+    with pytest.raises(ValueError, match="scope must be"):
+        trl_reward("vader", "prefix")
