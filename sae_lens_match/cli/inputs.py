@@ -71,9 +71,11 @@ def eval_inputs(args: argparse.Namespace) -> EvalInputs:
     return EvalInputs(saes, TokenSet(model, tokens, bos, args.batch_size), TokenSet(model, fit, bos, args.batch_size))
 
 
-def feedback_data(data: str, cfg: Part1Config, n_texts: int, seed: int) -> FeedbackData:
+def feedback_data(data: str, cfg: Part1Config, n_texts: int, seed: int, preferences: str = "hh") -> FeedbackData:
     """LFP data: ``"world"`` (offline: review prefixes, minimal preference pairs, reviews) or
-    ``"imdb"`` (the paper's: IMDb prefixes and texts, Anthropic HH pairs, from the hub)."""
+    ``"hub"`` (the paper's tasks, from the hub: IMDb prefixes and reviews for the VADER RL run;
+    ``preferences`` (``"hh"``: Anthropic HH, ``"toxic"``: toxic-dpo) for DPO / TR-DPO, whose
+    prompts with their chosen answers are also the dictionaries' texts)."""
     n_pairs = cfg.finetune_steps * cfg.finetune_batch_size
     if data == "world":
         return FeedbackData(
@@ -82,12 +84,11 @@ def feedback_data(data: str, cfg: Part1Config, n_texts: int, seed: int) -> Feedb
             preferences=world.preference_pairs(n_pairs, seed=seed) if cfg.recipe != "rl" else None,
             texts=world.corpus("train", n_texts, seed),
         )
-    if data == "imdb":
+    if data == "hub" and cfg.recipe == "rl":
         texts = load_texts("imdb", n=max(n_texts, 256))
-        return FeedbackData(
-            "imdb+hh",
-            prompts=text_prefixes(texts[:256], seed=seed),
-            preferences=load_preference_dataset("hh", n=n_pairs) if cfg.recipe != "rl" else None,
-            texts=texts[:n_texts],
-        )
-    raise ValueError(f"Unknown LFP data {data!r}; choose 'world' or 'imdb'.")
+        return FeedbackData("imdb", prompts=text_prefixes(texts[:256], seed=seed), preferences=None, texts=texts[:n_texts])
+    if data == "hub":
+        pairs = load_preference_dataset(preferences, n=max(n_pairs, n_texts))
+        texts = [p + c for p, c in zip(pairs["prompt"][:n_texts], pairs["chosen"][:n_texts])]
+        return FeedbackData(preferences, prompts=[], preferences=pairs.select(range(min(n_pairs, len(pairs)))), texts=texts)
+    raise ValueError(f"Unknown LFP data {data!r}; choose 'world' or 'hub'.")

@@ -10,6 +10,7 @@ from sae_lens_match import world
 from sae_lens_match.cli.inputs import feedback_data
 from sae_lens_match.cli.options import add_out, nonnegative_float, out_dir, positive_float, positive_int
 from sae_lens_match.lfp.pipeline import Part1Config, run_part1
+from sae_lens_match.sources.texts import PREFERENCE_DATASETS
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lfp", help="Learned Feedback Patterns part 1 on the embedded world (or --model)")
     add_out(p, Path("results/lfp"))
     p.add_argument("--model", help="a checkpoint directory or a TransformerLens hub model (e.g. pythia-70m-deduped); default: the embedded world's LM")
-    p.add_argument("--data", choices=["world", "imdb"], default=None, help="feedback data (default: world for the world's LM, imdb (+ Anthropic HH) otherwise)")
+    p.add_argument("--data", choices=["world", "hub"], default=None, help="feedback data: the world's (default for the world's LM) or the paper's tasks from the hub (default otherwise: IMDb for rl, --preferences for dpo)")
+    p.add_argument("--preferences", choices=sorted(PREFERENCE_DATASETS), default="hh", help="--data hub, dpo / tr-dpo: Anthropic HH (hh) or toxic-dpo (toxic, where the toxic answer is preferred)")
     p.add_argument("--n-texts", type=positive_int, default=400, help="texts whose activations train the dictionaries")
     p.add_argument("--dictionary-source", choices=["activations", "model"], default=default.dictionary_source, help="train dictionaries on collected activations or on the model directly (SAELens runner)")
     p.add_argument("--recipe", choices=["rl", "dpo", "tr-dpo"], default=default.recipe)
@@ -48,7 +50,7 @@ def run_lfp(args: argparse.Namespace) -> dict:
     )
     out_dir(args)  # options and folder checked: now the work
     model = args.model or world.model_dir(seed=args.seed)
-    data = feedback_data(args.data or ("world" if args.model is None else "imdb"), cfg, args.n_texts, args.seed)
+    data = feedback_data(args.data or ("world" if args.model is None else "hub"), cfg, args.n_texts, args.seed, args.preferences)
     summary = run_part1(model, data, args.out, cfg)
     for layer, d in summary["layers"].items():
         print(f"layer {layer} ({d['hook']}): mean max cosine {d['mean_max_cosine']:.3f}, assigned {d['mean_assigned_cosine']:.3f}")

@@ -1,7 +1,15 @@
 """The LFP dictionaries (step 3): two SAEs per chosen layer, of widths ``n`` and ``2n``.
 
 ``n`` is the width of the hooked activations. Paper defaults: tied encoder/decoder, L1
-coefficient 1e-3, lr 1e-3, batch 32, 75 000 training tokens. Trained by
+coefficient 1e-3, lr 1e-3, batch 32, 75 000 training tokens.
+
+The objective, by default, is the one behind the paper's numbers (the reference code's):
+MSE *averaged* over ``d_in``, a plain L1 on the codes, tied decoder rows kept at unit norm,
+no decoder bias subtracted from the input. SAELens sums the MSE over ``d_in`` and weighs the
+L1 by decoder norms, so the same "L1 1e-3" is ``d_in`` times weaker there;
+``objective="reference"`` trains with SAELens's trainer at ``l1_coefficient * d_in`` (the same
+minimiser as the reference's loss, up to the factor ``d_in``) with unit-norm rows, so its
+decoder-norm weight is 1. ``objective="saelens"`` uses SAELens's conventions unchanged. Trained by
 :mod:`sae_lens_match.sources.training` (SAELens's trainers), either on collected activations
 (:func:`train_dictionary`) or on the language model directly (:func:`train_dictionary_on_model`).
 The architectures (``"tied"``, ``"sqrt"``) live in :mod:`sae_lens_match.saes`.
@@ -28,6 +36,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 Architecture = Literal["tied", "standard", "sqrt"]
+Objective = Literal["reference", "saelens"]
 _CONFIGS: dict[str, type[TrainingSAEConfig]] = {
     "tied": TiedTrainingSAEConfig,
     "standard": StandardTrainingSAEConfig,
@@ -42,7 +51,9 @@ class DictionaryConfig:
     Attributes:
         architecture: ``"tied"`` (paper), ``"standard"`` or ``"sqrt"`` (untied, sqrt penalty).
         sparsity_penalty: for ``"tied"`` only: ``"l1"`` (paper) or ``"sqrt"``.
-        l1_coefficient: weight of the sparsity penalty.
+        l1_coefficient: weight of the sparsity penalty, in the units of ``objective``.
+        objective: ``"reference"`` (the LFP code's loss normalisation, see the module
+            docstring) or ``"saelens"`` (SAELens's summed MSE and decoder-norm-weighted L1).
         lr: constant learning rate.
         batch_size: tokens per step.
         training_tokens: tokens seen in total (epochs over the data as needed).
@@ -53,6 +64,7 @@ class DictionaryConfig:
     architecture: Architecture = "tied"
     sparsity_penalty: Literal["l1", "sqrt"] = "l1"
     l1_coefficient: float = 1e-3
+    objective: Objective = "reference"
     lr: float = 1e-3
     batch_size: int = 32
     training_tokens: int = 75_000
@@ -62,6 +74,8 @@ class DictionaryConfig:
     def __post_init__(self) -> None:
         if self.architecture not in _CONFIGS:
             raise ValueError(f"Unknown architecture {self.architecture!r}; choose from {sorted(_CONFIGS)}.")
+        if self.objective not in ("reference", "saelens"):
+            raise ValueError(f"objective must be 'reference' or 'saelens', got {self.objective!r}.")
         if self.training_tokens < self.batch_size:
             raise ValueError(f"training_tokens={self.training_tokens} is less than one batch of {self.batch_size}.")
         if not self.lr > 0 or not self.l1_coefficient >= 0 or self.batch_size < 1:
@@ -70,8 +84,13 @@ class DictionaryConfig:
     def sae_config(self, d_in: int, d_sae: int, hook_name: str, device: str, model_name: str | None = None) -> TrainingSAEConfig:
         """The SAELens training config of one dictionary."""
         extra: dict[str, Any] = {"sparsity_penalty": self.sparsity_penalty} if self.architecture == "tied" else {}
+        coefficient = self.l1_coefficient
+        if self.objective == "reference":
+            coefficient *= d_in  # SAELens sums the MSE over d_in; the reference averages it
+            if self.architecture == "tied":
+                extra.update(unit_norm_decoder=True, apply_b_dec_to_input=False)
         return _CONFIGS[self.architecture](
-            d_in=d_in, d_sae=d_sae, l1_coefficient=self.l1_coefficient, device=device,
+            d_in=d_in, d_sae=d_sae, l1_coefficient=coefficient, device=device,
             metadata=SAEMetadata(hook_name=hook_name, model_name=model_name), **extra,
         )
 
@@ -185,3 +204,22 @@ def prune_features(sae: SAE, activations: torch.Tensor, *, drop_lowest: float = 
         raise ValueError("Every feature is dead on these activations; nothing to keep.")
     keep = alive[total[alive].argsort(descending=True)][: max(1, round(len(alive) * (1 - drop_lowest)))]
     return select_features(sae, keep.sort().values)
+
+
+@torch.no_grad()
+def dictionary_stats(sae: SAE, activations: torch.Tensor, *, batch_size: int = 4096) -> dict[str, float]:
+    """How a dictionary does on ``activations [n, d_in]`` (held out from its training):
+    ``l0`` (mean number of active features per token) and ``explained_variance``
+    (``1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2``)."""
+    if activations.ndim != 2 or activations.shape[1] != sae.cfg.d_in or len(activations) < 2:
+        raise ValueError(f"dictionary_stats needs activations [n >= 2, {sae.cfg.d_in}], got {tuple(activations.shape)}.")
+    x_all = activations.double()
+    mean = x_all.mean(0)
+    active = residual = total = 0.0
+    for start in range(0, len(activations), batch_size):
+        x = activations[start : start + batch_size].to(sae.W_dec.device, sae.W_dec.dtype)
+        codes = sae.encode(x)
+        active += float((codes > 0).sum())
+        residual += float(((sae.decode(codes) - x).double() ** 2).sum())
+        total += float(((x.double().cpu() - mean) ** 2).sum())
+    return {"l0": active / len(activations), "explained_variance": 1.0 - residual / total}

@@ -24,12 +24,12 @@ from sae_lens import SAE
 
 from sae_lens_match.atomic import prepare_out_dir, write_json
 from sae_lens_match.fingerprints import sha256_json
-from sae_lens_match.lfp.dictionaries import DictionaryConfig, train_dictionary_pair, train_dictionary_pair_on_model
+from sae_lens_match.lfp.dictionaries import DictionaryConfig, dictionary_stats, train_dictionary_pair, train_dictionary_pair_on_model
 from sae_lens_match.lfp.divergence import Aggregate, layer_divergence, plot_divergence, top_layers
 from sae_lens_match.lfp.finetune import dpo, sentiment_rl
 from sae_lens_match.lfp.reward import RewardScope
 from sae_lens_match.lfp.overlap import dictionary_overlap
-from sae_lens_match.sources.activations import load_activations, save_activations
+from sae_lens_match.sources.activations import collect_activations, load_activations, save_activations
 from sae_lens_match.sources.models import ModelRef, hooked_from_hf, load_causal_lm, resolve_model
 from sae_lens_match.sources.tokens import TokenSet, pack_texts, token_dataset
 from sae_lens_match.stages import Stage
@@ -43,7 +43,7 @@ class FeedbackData:
     """What LFP part 1 runs on.
 
     Attributes:
-        name: what the data is, for the summary (``"world"``, ``"imdb+hh"``, ...).
+        name: what the data is, for the summary (``"world"``, ``"imdb"``, ``"hh"``, ...).
         prompts: prompts for RL fine-tuning (short review prefixes in the paper).
         preferences: a ``datasets.Dataset`` with ``prompt``, ``chosen``, ``rejected`` for DPO /
             TR-DPO (``None`` if only RL is run).
@@ -178,6 +178,15 @@ def _finetune(base, tokenizer, data: FeedbackData, stage: Stage, cfg: Part1Confi
     return result.model.eval()
 
 
+def _split(tokens: TokenSet) -> tuple[TokenSet, TokenSet]:
+    """Rows to train the dictionaries on, and the last tenth (at least one row) to report their
+    L0 and explained variance on."""
+    if tokens.n_rows < 2:
+        raise ValueError(f"The texts give {tokens.n_rows} row(s) of tokens; give more texts (dictionaries need rows to train on and rows to be judged on).")
+    held = max(1, tokens.n_rows // 10)
+    return tokens.subset(slice(0, tokens.n_rows - held)), tokens.subset(slice(tokens.n_rows - held, tokens.n_rows))
+
+
 def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | Path, cfg: Part1Config | None = None) -> dict:
     """Run LFP part 1 on ``model`` with ``data``.
 
@@ -187,8 +196,10 @@ def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | P
     ``out_dir`` reuses each step made from the same model, data and config, and redoes the rest.
 
     Returns:
-        The summary: chosen layers, their divergence, and per layer the overlap figures with
-        the ranked shared features as indices into *each* dictionary.
+        The summary: chosen layers, their divergence (and how it was aggregated), and per layer
+        each dictionary's L0 and explained variance on held-out tokens (the last tenth of the
+        rows, never trained on) and the overlap figures with the ranked shared features as
+        indices into *each* dictionary.
 
     Raises:
         HubUnavailableError: a hub model that cannot be downloaded (e.g. offline).
@@ -214,7 +225,7 @@ def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | P
     # Activations of the *tuned* model (the reference code read the base model's).
     hooked = hooked_from_hf(ref, tuned.float(), tokenizer, model_name=cfg.model_name)
     hooks = [cfg.hook.format(layer=layer) for layer in layers]
-    tokens = TokenSet(hooked, pack_texts(tokenizer, list(data.texts), min(hooked.cfg.n_ctx, cfg.context_size)))
+    tokens, held_out = _split(TokenSet(hooked, pack_texts(tokenizer, list(data.texts), min(hooked.cfg.n_ctx, cfg.context_size))))
     source = {"tuned_model": finetune.key, "tokens": tokens.fingerprint()}
     if cfg.dictionary_source == "activations":
         collected = Stage.of(out / "activations", {**source, "hooks": hooks})
@@ -223,6 +234,7 @@ def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | P
             save_activations(tokens, hooks, collected.directory)
             collected.finish()
         source = {"activations": collected.key}
+    held_out_acts = collect_activations(held_out, hooks)
 
     summary = {
         "config": asdict(cfg), "model": ref.requested, "data": data.name, "top_layers": layers,
@@ -244,6 +256,7 @@ def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | P
         summary["layers"][str(layer)] = {
             "hook": hook,
             "d_in": small.cfg.d_in,
+            "dictionaries": {name: dictionary_stats(sae, held_out_acts[hook]) for name, sae in (("n", small), ("2n", large))},
             "mean_max_cosine": overlap.mean_max_cosine,
             "mean_assigned_cosine": overlap.mean_assigned_cosine,
             "shared_features": [

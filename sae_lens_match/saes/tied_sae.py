@@ -1,6 +1,7 @@
 """The ``"tied"`` architecture: a ReLU SAE whose encoder is the decoder's transpose
 (``W_enc = W_dec.T``), as in the LFP paper. Its training twin takes
-``sparsity_penalty="l1" | "sqrt"``."""
+``sparsity_penalty="l1" | "sqrt"`` and ``unit_norm_decoder`` (rows re-normalised to unit norm
+before every forward pass, as the LFP reference code does)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ class TiedSAE(_TiedWeights, StandardSAE):
 class TiedTrainingSAEConfig(StandardTrainingSAEConfig):
     sparsity_penalty: str = "l1"
     sqrt_eps: float = 1e-6
+    unit_norm_decoder: bool = False
 
     @classmethod
     def architecture(cls) -> str:
@@ -66,3 +68,14 @@ class TiedTrainingSAE(PenaltyLoss, _TiedWeights, StandardTrainingSAE):
             raise ValueError(f"sparsity_penalty must be 'l1' or 'sqrt', got {cfg.sparsity_penalty!r}.")
         self.penalty_kind = cfg.sparsity_penalty
         super().__init__(cfg, use_error_term)
+
+    def encode_with_hidden_pre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.unit_norm_decoder:  # a projection after every optimiser step, in effect
+            with torch.no_grad():
+                self.W_dec.data = nn.functional.normalize(self.W_dec.data, dim=1)
+        return super().encode_with_hidden_pre(x)
+
+    def process_state_dict_for_saving_inference(self, state_dict: dict) -> None:
+        super().process_state_dict_for_saving_inference(state_dict)
+        if self.cfg.unit_norm_decoder:  # the last step's update, projected like the others
+            state_dict["W_dec"] = nn.functional.normalize(state_dict["W_dec"], dim=1)

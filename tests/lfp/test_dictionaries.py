@@ -157,3 +157,43 @@ def test_a_zero_decoder_row_has_cosine_zero_and_takes_no_real_partner():
     assert [partners[i] for i in (0, 1, 3, 4, 5)] == [0, 1, 3, 4, 5]
     assert overlap.mean_assigned_cosine == pytest.approx(5 / 6, abs=1e-5)
     assert sorted(partners.values()) == sorted(set(partners.values()))  # still one-to-one
+
+
+def test_the_reference_objective_is_the_lfp_codes_loss_times_d_in():
+    """objective="reference" is the reference code's loss (MSE averaged over d_in, plain L1 on
+    the codes, unit-norm tied rows, no b_dec subtracted from the input) scaled by d_in, so it has
+    the same minimiser; SAELens's own convention is d_in times weaker in sparsity."""
+    from sae_lens.saes.sae import TrainStepInput
+
+    from sae_lens_match.saes import TiedTrainingSAE
+
+    d_in, l1 = 16, 1e-3
+    cfg = DictionaryConfig(l1_coefficient=l1).sae_config(d_in, 32, "h", "cpu")
+    assert cfg.l1_coefficient == pytest.approx(l1 * d_in) and cfg.unit_norm_decoder and not cfg.apply_b_dec_to_input
+    assert DictionaryConfig(l1_coefficient=l1, objective="saelens").sae_config(d_in, 32, "h", "cpu").l1_coefficient == l1
+    sae = TiedTrainingSAE(cfg)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn_like(p))
+    x = sparse_data(n=64, d_in=d_in)
+    out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients={"l1": cfg.l1_coefficient}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False))
+    w = torch.nn.functional.normalize(sae.W_dec.detach(), dim=1)  # the reference re-normalises rows
+    codes = torch.relu(x @ w.T + sae.b_enc.detach())
+    reference = torch.nn.functional.mse_loss(codes @ w + sae.b_dec.detach(), x) + l1 * codes.norm(p=1, dim=-1).mean()
+    torch.testing.assert_close(out.loss.detach(), d_in * reference)
+
+
+def test_reference_dictionaries_have_unit_rows_and_report_their_l0_and_variance(tmp_path):
+    from sae_lens_match.lfp.dictionaries import dictionary_stats
+
+    x = sparse_data(n=3000)
+    train, held_out = x[:2500], x[2500:]
+    config = DictionaryConfig(training_tokens=8000, batch_size=64, lr=5e-3, device="cpu")
+    reference = train_dictionary(train, 32, hook_name="h", config=config)
+    torch.testing.assert_close(reference.W_dec.norm(dim=1), torch.ones(32))
+    saelens = train_dictionary(train, 32, hook_name="h", config=DictionaryConfig(**{**config.__dict__, "objective": "saelens"}))
+    stats, weak = dictionary_stats(reference, held_out), dictionary_stats(saelens, held_out)
+    assert 0 < stats["l0"] < weak["l0"]  # the reference's sparsity pressure is d_in times stronger
+    assert 0.0 < stats["explained_variance"] <= weak["explained_variance"] <= 1.0
+    codes = (reference.encode(held_out) > 0).float().sum(1).mean()
+    assert stats["l0"] == pytest.approx(float(codes))

@@ -44,6 +44,9 @@ def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
         d_in = info["d_in"]
         # the reference code's activations: the MLP module's output, n = d_model
         assert info["hook"] == f"blocks.{layer}.hook_mlp_out" and d_in == 128
+        for name in ("n", "2n"):  # judged on held-out tokens
+            stats = info["dictionaries"][name]
+            assert 0 < stats["l0"] < (1 if name == "n" else 2) * d_in and stats["explained_variance"] < 1
         assert len(shared) == d_in
         assert sorted(f["small_index"] for f in shared) == list(range(d_in))
         assert all(0 <= f["large_index"] < 2 * d_in for f in shared)
@@ -145,3 +148,17 @@ def test_tr_dpo_in_the_pipeline_moves_its_reference_and_betas_are_separate(world
     assert one["divergence"] == other["divergence"]
     with pytest.raises(ValueError, match="sync_steps=16, finetune_steps=4"):
         small("tr-dpo", steps=4)
+
+
+def test_both_dictionary_sources_leave_out_the_same_positions(world_root):
+    """One policy: stored activations (TokenSet) and SAELens's streaming runner
+    (exclude_special_tokens) both skip exactly the special-token positions of the packed rows."""
+    from sae_lens.util import get_special_token_ids
+
+    from sae_lens_match.sources.tokens import TokenSet, pack_texts
+
+    tokenizer = load_tokenizer(world_root / "model")
+    rows = pack_texts(tokenizer, world.corpus("train", 20), 64)
+    ours = TokenSet(world.load_model("hooked"), rows).position_mask(rows)
+    streamed = ~torch.isin(rows, torch.tensor(get_special_token_ids(tokenizer)))
+    assert torch.equal(ours, streamed) and (~ours[:, 0]).all() and (~ours).sum() > len(rows)  # BOS of every text, not just row starts

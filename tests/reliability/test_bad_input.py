@@ -238,3 +238,12 @@ def test_matchings_given_for_the_wrong_layer_pair_are_refused_everywhere():
     assert agreement(m01, m01) == 1.0
     with pytest.raises(ValueError, match="was it made for these SAEs, in this direction"):
         check_stack(saes, {"sae_match": [match(saes[1], saes[2]), match(saes[0], saes[1])]})
+
+
+def test_lfp_on_a_hub_model_offline_names_the_data_it_needs(tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    err = one_line_error(capsys, ["lfp", "--model", "pythia-70m-deduped", "--out", str(tmp_path / "o")], "imdb")
+    assert "hub" in err.lower() or "offline" in err.lower()
+    one_line_error(capsys, ["lfp", "--model", "pythia-70m-deduped", "--recipe", "dpo", "--preferences", "toxic", "--out", str(tmp_path / "o")], "toxic-dpo")
