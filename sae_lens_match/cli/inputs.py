@@ -14,7 +14,8 @@ from sae_lens import SAE
 
 from sae_lens_match import world
 from sae_lens_match.cli.options import bos_token, positive_int
-from sae_lens_match.lfp.pipeline import FeedbackData, Part1Config, text_prefixes
+from sae_lens_match.lfp.contrastive import SwapWords, contrastive_triples
+from sae_lens_match.lfp.pipeline import FeedbackData, LFPConfig, text_prefixes
 from sae_lens_match.sources.models import load_model, processing_for
 from sae_lens_match.sources.saes import load_sae
 from sae_lens_match.sources.texts import load_preference_dataset, load_texts
@@ -71,11 +72,19 @@ def eval_inputs(args: argparse.Namespace) -> EvalInputs:
     return EvalInputs(saes, TokenSet(model, tokens, bos, args.batch_size), TokenSet(model, fit, bos, args.batch_size))
 
 
-def feedback_data(data: str, cfg: Part1Config, n_texts: int, seed: int, preferences: str = "hh") -> FeedbackData:
-    """LFP data: ``"world"`` (offline: review prefixes, minimal preference pairs, reviews) or
-    ``"hub"`` (the paper's tasks, from the hub: IMDb prefixes and reviews for the VADER RL run;
-    ``preferences`` (``"hh"``: Anthropic HH, ``"toxic"``: toxic-dpo) for DPO / TR-DPO, whose
-    prompts with their chosen answers are also the dictionaries' texts)."""
+def swap_words() -> dict[str, SwapWords]:
+    """Part 2's replacement words: the world vocabulary's VADER adjectives and its neutral ones
+    (they fit IMDb reviews as well as the world's)."""
+    vocab = world.vocabulary()
+    return {"adj": SwapWords(tuple(w.word for w in vocab.adjectives[1]), tuple(w.word for w in vocab.adjectives[-1]), vocab.neutral_adjectives)}
+
+
+def feedback_data(data: str, cfg: LFPConfig, n_texts: int, seed: int, preferences: str = "hh", n_triples: int = 600) -> FeedbackData:
+    """LFP data: ``"world"`` (offline: review prefixes, minimal preference pairs, reviews, and
+    contrastive triples from test reviews) or ``"hub"`` (the paper's tasks, from the hub: IMDb
+    prefixes, reviews and test-review triples for the VADER RL run; ``preferences`` (``"hh"``:
+    Anthropic HH, ``"toxic"``: toxic-dpo) for DPO / TR-DPO, whose prompts with their chosen
+    answers are also the dictionaries' texts)."""
     n_pairs = cfg.finetune_steps * cfg.finetune_batch_size
     if data == "world":
         return FeedbackData(
@@ -83,10 +92,12 @@ def feedback_data(data: str, cfg: Part1Config, n_texts: int, seed: int, preferen
             prompts=world.review_prefixes(256, seed=seed, split="train"),
             preferences=world.preference_pairs(n_pairs, seed=seed) if cfg.recipe != "rl" else None,
             texts=world.corpus("train", n_texts, seed),
+            triples=contrastive_triples(world.corpus("test", n_triples, seed), swap_words(), seed=seed),
         )
     if data == "hub" and cfg.recipe == "rl":
         texts = load_texts("imdb", n=max(n_texts, 256))
-        return FeedbackData("imdb", prompts=text_prefixes(texts[:256], seed=seed), preferences=None, texts=texts[:n_texts])
+        triples = contrastive_triples(load_texts("imdb", split="test", n=n_triples), swap_words(), seed=seed)
+        return FeedbackData("imdb", prompts=text_prefixes(texts[:256], seed=seed), preferences=None, texts=texts[:n_texts], triples=triples)
     if data == "hub":
         pairs = load_preference_dataset(preferences, n=max(n_pairs, n_texts))
         texts = [p + c for p, c in zip(pairs["prompt"][:n_texts], pairs["chosen"][:n_texts])]

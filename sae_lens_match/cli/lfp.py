@@ -9,17 +9,18 @@ from pathlib import Path
 from sae_lens_match import world
 from sae_lens_match.cli.inputs import feedback_data
 from sae_lens_match.cli.options import add_out, nonnegative_float, out_dir, positive_float, positive_int
-from sae_lens_match.lfp.pipeline import Part1Config, run_part1
+from sae_lens_match.lfp.pipeline import LFPConfig, run_lfp
 from sae_lens_match.sources.texts import PREFERENCE_DATASETS
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    default = Part1Config()
+    default = LFPConfig()
     p = sub.add_parser("lfp", help="Learned Feedback Patterns part 1 on the embedded world (or --model)")
     add_out(p, Path("results/lfp"))
     p.add_argument("--model", help="a checkpoint directory or a TransformerLens hub model (e.g. pythia-70m-deduped); default: the embedded world's LM")
     p.add_argument("--data", choices=["world", "hub"], default=None, help="feedback data: the world's (default for the world's LM) or the paper's tasks from the hub (default otherwise: IMDb for rl, --preferences for dpo)")
     p.add_argument("--preferences", choices=sorted(PREFERENCE_DATASETS), default="hh", help="--data hub, dpo / tr-dpo: Anthropic HH (hh) or toxic-dpo (toxic, where the toxic answer is preferred)")
+    p.add_argument("--triples", type=positive_int, default=600, help="texts to draw part 2's contrastive triples from (test reviews)")
     p.add_argument("--n-texts", type=positive_int, default=400, help="texts whose activations train the dictionaries")
     p.add_argument("--dictionary-source", choices=["activations", "model"], default=default.dictionary_source, help="train dictionaries on collected activations or on the model directly (SAELens runner)")
     p.add_argument("--recipe", choices=["rl", "dpo", "tr-dpo"], default=default.recipe)
@@ -35,13 +36,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=positive_int, default=default.top_k, help="how many most-changed MLP layers to study")
     p.add_argument("--dictionary-tokens", type=positive_int, default=default.dictionary.training_tokens, help="training tokens per dictionary")
     p.add_argument("--seed", type=int, default=default.seed)
-    p.set_defaults(run=run_lfp)
+    p.set_defaults(run=run_lfp_command)
 
 
-def run_lfp(args: argparse.Namespace) -> dict:
+def run_lfp_command(args: argparse.Namespace) -> dict:
     model_name = world.WORLD_MODEL_NAME if args.model is None else None
-    default = Part1Config()
-    cfg = Part1Config(
+    default = LFPConfig()
+    cfg = LFPConfig(
         recipe=args.recipe, finetune_steps=args.steps, top_k=args.top_k, seed=args.seed,
         kl_beta=args.kl_beta, dpo_beta=args.dpo_beta, mixup_alpha=args.mixup_alpha, sync_steps=args.sync_steps,
         reward_scope=args.reward_scope, hook=args.hook, divergence_part=args.divergence_part, divergence_aggregate=args.divergence_aggregate,
@@ -50,9 +51,23 @@ def run_lfp(args: argparse.Namespace) -> dict:
     )
     out_dir(args)  # options and folder checked: now the work
     model = args.model or world.model_dir(seed=args.seed)
-    data = feedback_data(args.data or ("world" if args.model is None else "hub"), cfg, args.n_texts, args.seed, args.preferences)
-    summary = run_part1(model, data, args.out, cfg)
+    data = feedback_data(args.data or ("world" if args.model is None else "hub"), cfg, args.n_texts, args.seed, args.preferences, args.triples)
+    summary = run_lfp(model, data, args.out, cfg)
     for layer, d in summary["layers"].items():
-        print(f"layer {layer} ({d['hook']}): mean max cosine {d['mean_max_cosine']:.3f}, assigned {d['mean_assigned_cosine']:.3f}")
-    print(f"wrote {args.out}/summary.json, divergence.json, divergence.html, divergence.png, dictionaries/")
+        stats = d["dictionaries"]["n"]
+        print(
+            f"layer {layer} ({d['hook']}): n-dictionary L0 {stats['l0']:.1f}, explained variance {stats['explained_variance']:.3f}; "
+            f"mean max cosine {d['mean_max_cosine']:.3f}, assigned {d['mean_assigned_cosine']:.3f}"
+        )
+    if "part2" in summary:
+        part2 = summary["part2"]
+        print(f"part 2, {part2['n_test_words']} held-out words of {part2['n_words']}:")
+        for name in ("tuned", "base", "xavier"):
+            r = part2[name]
+            low, high = r["kendall_tau_ci"] or (float("nan"), float("nan"))
+            print(
+                f"  {name:>6}: Kendall tau {r['kendall_tau']:+.3f} [{low:+.3f}, {high:+.3f}] (p={r['kendall_p']:.3g}), "
+                f"sign accuracy +{r['sign_accuracy_positive']:.2f} / -{r['sign_accuracy_negative']:.2f}"
+            )
+    print(f"wrote {args.out}/summary.json, divergence.{{json,html,png}}, dictionaries/, part2.json, word_table.{{csv,json}}")
     return summary

@@ -1,5 +1,6 @@
-"""LFP part 1 end to end, in data-flow order: fine-tune, rank layers by divergence, collect the
-tuned model's activations, train the n / 2n dictionaries and measure their overlap.
+"""LFP end to end, in data-flow order: fine-tune, rank layers by divergence, collect the tuned
+model's activations, train the n / 2n dictionaries and measure their overlap (part 1); then
+probe the contrastive codes against the true feedback (part 2, :mod:`~sae_lens_match.lfp.part2`).
 
 The model is any reference :mod:`sae_lens_match.sources.models` resolves (a checkpoint
 directory, or a TransformerLens hub name such as ``"pythia-70m-deduped"``); the data is a
@@ -14,6 +15,7 @@ otherwise, and an interrupted step resumes from its checkpoints.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -28,19 +30,22 @@ from sae_lens_match.lfp.dictionaries import DictionaryConfig, dictionary_stats, 
 from sae_lens_match.lfp.divergence import Aggregate, layer_divergence, plot_divergence, top_layers
 from sae_lens_match.lfp.finetune import dpo, sentiment_rl
 from sae_lens_match.lfp.reward import RewardScope
+from sae_lens_match.lfp.contrastive import Triple
 from sae_lens_match.lfp.overlap import dictionary_overlap
+from sae_lens_match.lfp.part2 import Part2Config, run_part2
 from sae_lens_match.sources.activations import collect_activations, load_activations, save_activations
 from sae_lens_match.sources.models import ModelRef, hooked_from_hf, load_causal_lm, resolve_model
 from sae_lens_match.sources.tokens import TokenSet, pack_texts, token_dataset
 from sae_lens_match.stages import Stage
 
+logger = logging.getLogger(__name__)
 Recipe = Literal["rl", "dpo", "tr-dpo"]
 DictionarySource = Literal["activations", "model"]
 
 
 @dataclass(frozen=True)
 class FeedbackData:
-    """What LFP part 1 runs on.
+    """What the LFP pipeline runs on.
 
     Attributes:
         name: what the data is, for the summary (``"world"``, ``"imdb"``, ``"hh"``, ...).
@@ -48,12 +53,14 @@ class FeedbackData:
         preferences: a ``datasets.Dataset`` with ``prompt``, ``chosen``, ``rejected`` for DPO /
             TR-DPO (``None`` if only RL is run).
         texts: texts whose activations train the dictionaries.
+        triples: contrastive triples for part 2's probes (none: part 2 is skipped).
     """
 
     name: str
     prompts: Sequence[str]
     preferences: Any
     texts: Sequence[str]
+    triples: Sequence[Triple] = ()
 
     def fingerprint(self) -> str:
         """SHA-256 of the contents (prompts, preference pairs, texts), which a rerun's reuse is keyed on."""
@@ -71,7 +78,7 @@ def text_prefixes(texts: Sequence[str], *, seed: int = 0, min_words: int = 2, ma
 
 
 @dataclass(frozen=True)
-class Part1Config:
+class LFPConfig:
     """What to run; defaults suit the embedded world on a 2-core CPU in a few minutes.
 
     Attributes:
@@ -99,6 +106,7 @@ class Part1Config:
             ``LanguageModelSAETrainingRunner`` streams them from the tuned model).
         model_name: what SAELens metadata calls the model (default: from its reference).
         seed: fine-tuning seed (the dictionaries have their own in ``dictionary``).
+        part2: how part 2's probes are fitted and judged (:class:`Part2Config`).
     """
 
     recipe: Recipe = "rl"
@@ -119,6 +127,7 @@ class Part1Config:
     dictionary_source: DictionarySource = "activations"
     model_name: str | None = None
     seed: int = 0
+    part2: Part2Config = field(default_factory=Part2Config)
 
     def __post_init__(self) -> None:
         if self.recipe not in ("rl", "dpo", "tr-dpo"):
@@ -152,7 +161,7 @@ class Part1Config:
         return {k: getattr(self, k) for k in names}
 
 
-def _finetune(base, tokenizer, data: FeedbackData, stage: Stage, cfg: Part1Config):
+def _finetune(base, tokenizer, data: FeedbackData, stage: Stage, cfg: LFPConfig):
     """The tuned model of ``stage``: reused when done, else trained from a copy of ``base``."""
     tuned_dir = stage.directory
     if stage.done():
@@ -187,26 +196,27 @@ def _split(tokens: TokenSet) -> tuple[TokenSet, TokenSet]:
     return tokens.subset(slice(0, tokens.n_rows - held)), tokens.subset(slice(tokens.n_rows - held, tokens.n_rows))
 
 
-def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | Path, cfg: Part1Config | None = None) -> dict:
-    """Run LFP part 1 on ``model`` with ``data``.
+def run_lfp(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | Path, cfg: LFPConfig | None = None) -> dict:
+    """Run LFP on ``model`` with ``data``: part 1, then part 2 when ``data`` has triples.
 
     Writes ``out_dir/{tuned_model/ (with finetune_log.json), divergence.json,
-    divergence.{html,png}, activations/, dictionaries/layer_L/{n,2n}/, summary.json}``
-    (``activations/`` only with ``dictionary_source="activations"``). A rerun into the same
+    divergence.{html,png}, activations/, dictionaries/layer_L/{n,2n}/, part2.json,
+    word_table.{csv,json}, summary.json}`` (``activations/`` only with
+    ``dictionary_source="activations"``). A rerun into the same
     ``out_dir`` reuses each step made from the same model, data and config, and redoes the rest.
 
     Returns:
         The summary: chosen layers, their divergence (and how it was aggregated), and per layer
         each dictionary's L0 and explained variance on held-out tokens (the last tenth of the
         rows, never trained on) and the overlap figures with the ranked shared features as
-        indices into *each* dictionary.
+        indices into *each* dictionary; ``part2`` holds what ``part2.json`` holds.
 
     Raises:
         HubUnavailableError: a hub model that cannot be downloaded (e.g. offline).
         ValueError: an unknown model name (with close names), a bad config value, or a
             ``top_k`` above the model's number of layers (all before any training).
     """
-    cfg = cfg or Part1Config()
+    cfg = cfg or LFPConfig()
     ref, out = resolve_model(model), prepare_out_dir(out_dir)
     base, tokenizer = load_causal_lm(ref)
     n_layers = base.config.num_hidden_layers
@@ -216,7 +226,6 @@ def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | P
     tuned = _finetune(base, tokenizer, data, finetune, cfg)
 
     divergence = layer_divergence(base, tuned, part=cfg.divergence_part, aggregate=cfg.divergence_aggregate)
-    del base
     layers = top_layers(divergence, cfg.top_k)
     method = {"part": cfg.divergence_part, "aggregate": cfg.divergence_aggregate}
     write_json(out / "divergence.json", {"divergence": divergence, "method": method, "top_layers": layers})
@@ -236,6 +245,7 @@ def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | P
         source = {"activations": collected.key}
     held_out_acts = collect_activations(held_out, hooks)
 
+    dictionaries = []
     summary = {
         "config": asdict(cfg), "model": ref.requested, "data": data.name, "top_layers": layers,
         "divergence": {str(k): v for k, v in divergence.items()}, "divergence_method": method, "layers": {},
@@ -252,6 +262,7 @@ def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | P
             else:
                 small, large = train_dictionary_pair_on_model(hooked, token_dataset(tokens.tokens), hook, config=cfg.dictionary, out_dir=trained.directory)
             trained.finish()
+        dictionaries.append(small)
         overlap = dictionary_overlap(small, large)
         summary["layers"][str(layer)] = {
             "hook": hook,
@@ -264,5 +275,10 @@ def run_part1(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | P
                 for s, l, c in zip(overlap.small_index, overlap.large_index, overlap.cosine)
             ],
         }
+    if data.triples:
+        base_hooked = hooked_from_hf(ref, base.float(), tokenizer, model_name=cfg.model_name)
+        summary["part2"] = run_part2(hooked, base_hooked, dictionaries, data.triples, out, cfg.part2)
+    else:
+        logger.info("%s brings no contrastive triples: part 2 (probes) skipped.", data.name)
     write_json(out / "summary.json", summary)
     return summary

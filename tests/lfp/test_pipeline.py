@@ -1,3 +1,4 @@
+import csv
 import json
 
 import pytest
@@ -7,25 +8,29 @@ from transformers import GPTNeoXForCausalLM
 
 from sae_lens_match import HubUnavailableError, world
 from sae_lens_match.lfp.dictionaries import DictionaryConfig
-from sae_lens_match.lfp.pipeline import FeedbackData, Part1Config, run_part1, text_prefixes
+from sae_lens_match.cli.inputs import swap_words
+from sae_lens_match.lfp.contrastive import contrastive_triples
+from sae_lens_match.lfp.pipeline import FeedbackData, LFPConfig, run_lfp, text_prefixes
 from sae_lens_match.saes import TiedSAE
+from sae_lens_match.sources.vader import vader_lexicon
 from sae_lens_match.sources.models import load_causal_lm, load_tokenizer
 from sae_lens_match.world.model import model_config
 
 COMMIT = "0" * 40
 
 
-def world_data(n_texts, recipe="rl", n_pairs=64):
+def world_data(n_texts, recipe="rl", n_pairs=64, n_triples=0):
     return FeedbackData(
         "world",
         prompts=world.review_prefixes(64, split="train"),
         preferences=world.preference_pairs(n_pairs) if recipe != "rl" else None,
         texts=world.corpus("train", n_texts),
+        triples=contrastive_triples(world.corpus("test", n_triples), swap_words()) if n_triples else (),
     )
 
 
 def small(recipe="rl", source="activations", steps=4, batch=8, tokens=4000, **kw):
-    return Part1Config(
+    return LFPConfig(
         recipe=recipe, finetune_steps=steps, finetune_batch_size=batch, learning_rate=1e-4,
         dictionary=DictionaryConfig(training_tokens=tokens), dictionary_source=source, **kw,
     )
@@ -34,7 +39,7 @@ def small(recipe="rl", source="activations", steps=4, batch=8, tokens=4000, **kw
 @pytest.mark.slow
 def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
     cfg = small(top_k=2, model_name=world.WORLD_MODEL_NAME)
-    summary = run_part1(world_root / "model", world_data(48), tmp_path, cfg)
+    summary = run_lfp(world_root / "model", world_data(48, n_triples=150), tmp_path, cfg)
     divergence = {int(k): v for k, v in summary["divergence"].items()}
     assert len(divergence) == 4 and all(v > 0 for v in divergence.values())
     assert summary["top_layers"] == sorted(divergence, key=divergence.get, reverse=True)[:2]
@@ -56,9 +61,19 @@ def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
         saved = SAE.load_from_disk(tmp_path / "dictionaries" / f"layer_{layer}" / "2n")
         assert saved.cfg.metadata.model_name == world.WORLD_MODEL_NAME
     assert json.loads((tmp_path / "summary.json").read_text())["top_layers"] == summary["top_layers"]
+    # part 2: the figures the issue names, for the tuned model, the base model and the baseline
+    part2 = json.loads((tmp_path / "part2.json").read_text())
+    for name in ("tuned", "base", "xavier"):
+        assert {"kendall_tau", "kendall_p", "sign_accuracy_positive", "sign_accuracy_negative"} <= part2[name].keys()
+        assert -1 <= part2[name]["kendall_tau"] <= 1 and part2[name]["n_words"] == part2["n_test_words"]
+    rows = list(csv.DictReader((tmp_path / "word_table.csv").open()))
+    assert list(rows[0]) == ["word", "split", "vader_value", "predicted_tuned", "predicted_base", "predicted_xavier"]
+    assert sum(r["split"] == "test" for r in rows) == part2["n_test_words"] and len(rows) == part2["n_words"]
+    lexicon = vader_lexicon()
+    assert all(float(r["vader_value"]) == lexicon[r["word"]] for r in rows)
     # resume: the tuned model and the dictionaries are reused, not retrained
     stamp = (tmp_path / "tuned_model" / "model.safetensors").stat().st_mtime_ns
-    again = run_part1(world_root / "model", world_data(48), tmp_path, cfg)
+    again = run_lfp(world_root / "model", world_data(48), tmp_path, cfg)
     assert (tmp_path / "tuned_model" / "model.safetensors").stat().st_mtime_ns == stamp
     assert again["layers"] == summary["layers"]
 
@@ -66,7 +81,7 @@ def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
 @pytest.mark.slow
 def test_part1_trains_dictionaries_on_the_model_directly(world_root, tmp_path):
     cfg = small("dpo", "model", steps=2, batch=4, tokens=3000, top_k=1, hook="blocks.{layer}.mlp.hook_post")
-    summary = run_part1(world_root / "model", world_data(200, "dpo"), tmp_path, cfg)
+    summary = run_lfp(world_root / "model", world_data(200, "dpo"), tmp_path, cfg)
     (layer,) = summary["top_layers"]
     info = summary["layers"][str(layer)]
     assert info["d_in"] == 512 and len(info["shared_features"]) == 512
@@ -75,14 +90,14 @@ def test_part1_trains_dictionaries_on_the_model_directly(world_root, tmp_path):
     small_sae, large_sae = SAE.load_from_disk(directory / "n"), SAE.load_from_disk(directory / "2n")
     assert isinstance(small_sae, TiedSAE) and (small_sae.cfg.d_sae, large_sae.cfg.d_sae) == (512, 1024)
     assert small_sae.cfg.metadata.hook_name == f"blocks.{layer}.mlp.hook_post"
-    assert run_part1(world_root / "model", world_data(200, "dpo"), tmp_path, cfg)["layers"] == summary["layers"]  # resumes
+    assert run_lfp(world_root / "model", world_data(200, "dpo"), tmp_path, cfg)["layers"] == summary["layers"]  # resumes
 
 
 def test_dpo_without_preference_pairs_is_refused_before_training(world_root, tmp_path):
     with pytest.raises(ValueError, match="Recipe 'dpo' needs preference pairs; 'world' has none"):
-        run_part1(world_root / "model", world_data(10, "rl"), tmp_path, small("dpo"))
+        run_lfp(world_root / "model", world_data(10, "rl"), tmp_path, small("dpo"))
     with pytest.raises(ValueError, match="recipe must be"):
-        Part1Config(recipe="ppo")
+        LFPConfig(recipe="ppo")
 
 
 def test_text_prefixes_are_short_seeded_openings():
@@ -98,9 +113,9 @@ def test_part1_on_a_hub_model_offline_fails_fast_and_clearly(tmp_path, monkeypat
     # an empty cache, so the test means the same on a machine that has Pythia cached
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     with pytest.raises(HubUnavailableError, match="pythia-160m"):
-        run_part1("pythia-160m", world_data(10), tmp_path)
+        run_lfp("pythia-160m", world_data(10), tmp_path)
     with pytest.raises(ValueError, match="Unknown model"):
-        run_part1("pythia-160", world_data(10), tmp_path)
+        run_lfp("pythia-160", world_data(10), tmp_path)
     assert not (tmp_path / "tuned_model").exists()
 
 
@@ -124,7 +139,7 @@ def test_part1_runs_on_a_hub_model_from_the_hub_cache(world_root, tmp_path, monk
     assert load_causal_lm("pythia-70m-deduped")[0].dtype == torch.float32
     for source in ("activations", "model"):
         cfg = small("dpo", source, steps=2, batch=4, tokens=1000, top_k=1, context_size=32)
-        summary = run_part1("pythia-70m-deduped", world_data(60, "dpo"), tmp_path / source, cfg)
+        summary = run_lfp("pythia-70m-deduped", world_data(60, "dpo"), tmp_path / source, cfg)
         assert summary["model"] == "pythia-70m-deduped" and len(summary["divergence"]) == 2
         (layer,) = summary["top_layers"]
         assert summary["layers"][str(layer)]["d_in"] == 32  # hook_mlp_out: d_model
@@ -135,7 +150,7 @@ def test_part1_runs_on_a_hub_model_from_the_hub_cache(world_root, tmp_path, monk
 @pytest.mark.slow
 def test_tr_dpo_in_the_pipeline_moves_its_reference_and_betas_are_separate(world_root, tmp_path):
     data = world_data(40, "tr-dpo")
-    summary = run_part1(world_root / "model", data, tmp_path / "tr", small("tr-dpo", steps=4, batch=4, tokens=2000, top_k=1, sync_steps=2))
+    summary = run_lfp(world_root / "model", data, tmp_path / "tr", small("tr-dpo", steps=4, batch=4, tokens=2000, top_k=1, sync_steps=2))
     assert summary["config"]["sync_steps"] == 2 and summary["config"]["dpo_beta"] == 0.1
     base = GPTNeoXForCausalLM.from_pretrained(world_root / "model").state_dict()
     reference = GPTNeoXForCausalLM.from_pretrained(tmp_path / "tr" / "tuned_model" / "reference_model").state_dict()
@@ -143,8 +158,8 @@ def test_tr_dpo_in_the_pipeline_moves_its_reference_and_betas_are_separate(world
     moved = lambda a, b: any(not torch.equal(a[k], b[k]) for k in a)  # noqa: E731
     assert moved(reference, base) and moved(reference, tuned)
     # RL's KL coefficient has no say in DPO: an absurd one tunes the same model
-    one = run_part1(world_root / "model", world_data(40, "dpo"), tmp_path / "a", small("dpo", top_k=1))
-    other = run_part1(world_root / "model", world_data(40, "dpo"), tmp_path / "b", small("dpo", top_k=1, kl_beta=123.0))
+    one = run_lfp(world_root / "model", world_data(40, "dpo"), tmp_path / "a", small("dpo", top_k=1))
+    other = run_lfp(world_root / "model", world_data(40, "dpo"), tmp_path / "b", small("dpo", top_k=1, kl_beta=123.0))
     assert one["divergence"] == other["divergence"]
     with pytest.raises(ValueError, match="sync_steps=16, finetune_steps=4"):
         small("tr-dpo", steps=4)

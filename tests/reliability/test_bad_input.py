@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from sae_lens_match import Matching, MatchingFileError, fold, load_sae, match, match_layers, permute, world
 from sae_lens_match.cli import main
 from sae_lens_match.lfp.divergence import top_layers
-from sae_lens_match.lfp.pipeline import Part1Config
+from sae_lens_match.lfp.pipeline import LFPConfig
 from sae_lens_match.matching import make_stack
 from tests.helpers import random_sae
 
@@ -112,7 +112,7 @@ def test_folding_a_threshold_too_small_for_the_dtype_is_refused(dtype, theta):
 def test_degenerate_lfp_settings_are_refused_before_any_work():
     for field, value in [("finetune_steps", 0), ("top_k", 0), ("learning_rate", 0.0), ("finetune_batch_size", 0)]:
         with pytest.raises(ValueError, match=field):
-            Part1Config(**{field: value})
+            LFPConfig(**{field: value})
 
 
 def test_a_divergence_tie_is_warned_and_no_change_is_refused(caplog):

@@ -12,7 +12,7 @@ import torch
 from sae_lens_match import Matching, match, match_layers, world
 from sae_lens_match.cli import main
 from sae_lens_match.lfp.dictionaries import DictionaryConfig
-from sae_lens_match.lfp.pipeline import FeedbackData, Part1Config, run_part1
+from sae_lens_match.lfp.pipeline import FeedbackData, LFPConfig, run_lfp
 from sae_lens_match.matching import make_stack
 from sae_lens_match.world.build import build_world
 
@@ -115,7 +115,7 @@ def world_data(recipe):
 
 
 def small(recipe, steps=2, tokens=2000, **kw):
-    return Part1Config(
+    return LFPConfig(
         recipe=recipe, finetune_steps=steps, finetune_batch_size=4, learning_rate=1e-4, top_k=1,
         dictionary=DictionaryConfig(training_tokens=tokens), **kw,
     )
@@ -130,13 +130,13 @@ def tuned_weights(out):
 @pytest.mark.slow
 def test_lfp_rerun_with_another_recipe_or_budget_recomputes_what_depends_on_it(world_root, tmp_path):
     model = world_root / "model"
-    rl = run_part1(model, world_data("rl"), tmp_path / "rerun", small("rl"))
+    rl = run_lfp(model, world_data("rl"), tmp_path / "rerun", small("rl"))
     rl_weights = tuned_weights(tmp_path / "rerun")
 
     # Another recipe into the same folder: a new tuned model and everything after it,
     # exactly what a fresh folder gets.
-    dpo = run_part1(model, world_data("dpo"), tmp_path / "rerun", small("dpo"))
-    fresh = run_part1(model, world_data("dpo"), tmp_path / "fresh", small("dpo"))
+    dpo = run_lfp(model, world_data("dpo"), tmp_path / "rerun", small("dpo"))
+    fresh = run_lfp(model, world_data("dpo"), tmp_path / "fresh", small("dpo"))
     assert dpo["config"]["recipe"] == "dpo"
     dpo_weights, fresh_weights = tuned_weights(tmp_path / "rerun"), tuned_weights(tmp_path / "fresh")
     assert any(not torch.equal(rl_weights[k], dpo_weights[k]) for k in rl_weights)
@@ -148,7 +148,7 @@ def test_lfp_rerun_with_another_recipe_or_budget_recomputes_what_depends_on_it(w
 
     # Only the dictionary budget changes: the tuned model is reused, the dictionaries are not.
     stamp = (tmp_path / "rerun" / "tuned_model" / "model.safetensors").stat().st_mtime_ns
-    more = run_part1(model, world_data("dpo"), tmp_path / "rerun", small("dpo", tokens=3000))
+    more = run_lfp(model, world_data("dpo"), tmp_path / "rerun", small("dpo", tokens=3000))
     assert (tmp_path / "rerun" / "tuned_model" / "model.safetensors").stat().st_mtime_ns == stamp
     assert more["layers"] != dpo["layers"]
 
@@ -157,13 +157,13 @@ def test_lfp_rerun_with_another_recipe_or_budget_recomputes_what_depends_on_it(w
     data = bytearray(weights.read_bytes())
     data[-16:] = bytes(16)
     weights.write_bytes(bytes(data))
-    run_part1(model, world_data("dpo"), tmp_path / "rerun", small("dpo"))
+    run_lfp(model, world_data("dpo"), tmp_path / "rerun", small("dpo"))
     assert all(torch.equal(tuned_weights(tmp_path / "rerun")[k], fresh_weights[k]) for k in fresh_weights)
 
 
 def test_lfp_top_k_above_the_number_of_layers_is_refused_before_tuning(world_root, tmp_path):
     with pytest.raises(ValueError, match="top_k=99 but .* has 4 layers"):
-        run_part1(world_root / "model", world_data("rl"), tmp_path, Part1Config(top_k=99))
+        run_lfp(world_root / "model", world_data("rl"), tmp_path, LFPConfig(top_k=99))
     assert not (tmp_path / "tuned_model").exists()
 
 

@@ -1,0 +1,145 @@
+"""LFP part 2 (paper §3.3): activation deltas of contrastive triples, probes on them, and how
+far the probe's feedback is from the true (VADER) feedback.
+
+For a triple (x+, x0, x-) the *codes* ``A(x)`` are the concatenated feature activations of the
+chosen layers' dictionaries at the swapped word's tokens (averaged over them). The probe's
+data are ``(A(x+), +||A(x+) - A(x0)||)`` and ``(A(x-), -||A(x-) - A(x0)||)``; a linear probe
+fitted on them predicts a word's implicit feedback from its codes, and its predictions per
+word are compared with VADER's values: Kendall tau over *values per word* (the reference code
+correlated sorted lists of strings, i.e. alphabetical ranks), and the share of positive and of
+negative words given the right sign.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from sae_lens import SAE
+from scipy.stats import kendalltau
+from tqdm.auto import tqdm
+
+from sae_lens_match.lfp.contrastive import Triple
+from sae_lens_match.sources.tokens import bos_id
+
+
+@torch.no_grad()
+def word_codes(model: Any, saes: Sequence[SAE], triples: Sequence[Triple], *, progress: bool = True) -> torch.Tensor:
+    """``[n_triples, 3, sum d_sae]``: each version's codes at its swapped word.
+
+    Args:
+        model: a TransformerLens model with a fast tokenizer (character offsets); BOS is
+            prepended to every text, as the pipeline's token rows begin with it.
+        saes: one dictionary per chosen layer, each reading its ``cfg.metadata.hook_name``.
+    """
+    if not triples:
+        raise ValueError("word_codes needs at least one triple.")
+    hooks = [sae.cfg.metadata.hook_name for sae in saes]
+    tokenizer = model.tokenizer
+    bos = bos_id(tokenizer)
+    device = next(model.parameters()).device
+    out = torch.zeros(len(triples), 3, sum(sae.cfg.d_sae for sae in saes))
+    for i, triple in enumerate(tqdm(triples, desc="contrastive codes", disable=not progress, leave=False)):
+        for k, text in enumerate(triple.texts):
+            encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            start, end = triple.span(k)
+            positions = [1 + j for j, (s, e) in enumerate(encoded["offset_mapping"]) if s < end and start < e]
+            if not positions:
+                raise ValueError(f"No token of {text!r} covers the swapped word {triple.words[k]!r}.")
+            ids = torch.tensor([[bos, *encoded["input_ids"]]], device=device)
+            _, cache = model.run_with_cache(ids, names_filter=hooks)
+            out[i, k] = torch.cat([sae.encode(cache[hook][0, positions].to(sae.W_dec.dtype)).mean(0).float().cpu() for sae, hook in zip(saes, hooks)])
+    return out
+
+
+def delta_dataset(codes: torch.Tensor, triples: Sequence[Triple]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The probe's data from :func:`word_codes`: ``(x [2n, D], y [2n], words)`` with
+    ``x = A(x+), y = +||A(x+) - A(x0)||`` and ``x = A(x-), y = -||A(x-) - A(x0)||``, and the word
+    each row is about."""
+    if codes.ndim != 3 or codes.shape[:2] != (len(triples), 3):
+        raise ValueError(f"codes must be [n_triples={len(triples)}, 3, D], got {tuple(codes.shape)}.")
+    positive, neutral, negative = codes[:, 0], codes[:, 1], codes[:, 2]
+    x = torch.cat([positive, negative])
+    y = torch.cat([(positive - neutral).norm(dim=1), -(negative - neutral).norm(dim=1)])
+    words = [t.words[0] for t in triples] + [t.words[2] for t in triples]
+    return x, y, words
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    """``prediction = x @ weight + bias``."""
+
+    weight: torch.Tensor
+    bias: float
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double() @ self.weight + self.bias
+
+
+def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, *, ridge: float = 0.0) -> LinearProbe:
+    """Least squares of ``y`` on ``x`` (minimum-norm when underdetermined), with an optional ridge
+    penalty ``ridge * ||weight||^2``; the bias is not penalised."""
+    if x.ndim != 2 or y.shape != (x.shape[0],) or x.shape[0] < 2:
+        raise ValueError(f"fit_linear_probe needs x [n >= 2, D] and y [n], got {tuple(x.shape)} and {tuple(y.shape)}.")
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}.")
+    x, y = x.double(), y.double()
+    mean_x, mean_y = x.mean(0), y.mean()
+    xc, yc = x - mean_x, y - mean_y
+    if ridge > 0:
+        weight = torch.linalg.solve(xc.T @ xc + ridge * torch.eye(x.shape[1], dtype=x.dtype), xc.T @ yc)
+    else:
+        weight = torch.linalg.lstsq(xc, yc[:, None], driver="gelsd").solution[:, 0]
+    return LinearProbe(weight, float(mean_y - mean_x @ weight))
+
+
+def xavier_probe(dim: int, seed: int = 0) -> LinearProbe:
+    """The paper's baseline: an untrained linear probe with Xavier-uniform weights and zero bias."""
+    weight = torch.empty(1, dim, dtype=torch.float64)
+    torch.nn.init.xavier_uniform_(weight, generator=torch.Generator().manual_seed(seed))
+    return LinearProbe(weight[0], 0.0)
+
+
+def per_word(values: torch.Tensor, words: Sequence[str]) -> dict[str, float]:
+    """Mean of ``values`` per word."""
+    sums: dict[str, list[float]] = {}
+    for v, w in zip(values.tolist(), words):
+        sums.setdefault(w, []).append(v)
+    return {w: sum(vs) / len(vs) for w, vs in sums.items()}
+
+
+def feedback_agreement(predicted: dict[str, float], true: dict[str, float], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """How far predicted feedback per word is from the true feedback, over the words both name.
+
+    Returns:
+        ``kendall_tau`` and ``kendall_p`` (scipy's, over the per-word *values*),
+        ``sign_accuracy_positive`` / ``_negative`` (share of words with true value > 0 / < 0
+        predicted with that sign), ``n_words``, and a 95 % bootstrap interval over words
+        (``n_boot`` resamples) for each figure as ``<name>_ci``.
+    """
+    words = sorted(set(predicted) & set(true))
+    if len(words) < 3:
+        raise ValueError(f"feedback_agreement needs at least 3 words with both values, got {len(words)}.")
+    pred = torch.tensor([predicted[w] for w in words], dtype=torch.float64)
+    truth = torch.tensor([true[w] for w in words], dtype=torch.float64)
+
+    def figures(index: torch.Tensor) -> dict[str, float]:
+        p, t = pred[index], truth[index]
+        tau, p_value = kendalltau(p.numpy(), t.numpy())
+        pos, neg = t > 0, t < 0
+        return {
+            "kendall_tau": float(tau),
+            "kendall_p": float(p_value),
+            "sign_accuracy_positive": float((p[pos] > 0).double().mean()) if pos.any() else math.nan,
+            "sign_accuracy_negative": float((p[neg] < 0).double().mean()) if neg.any() else math.nan,
+        }
+
+    result: dict[str, Any] = {**figures(torch.arange(len(words))), "n_words": len(words)}
+    g = torch.Generator().manual_seed(seed)
+    boots = [figures(torch.randint(len(words), (len(words),), generator=g)) for _ in range(n_boot)]
+    for name in ("kendall_tau", "sign_accuracy_positive", "sign_accuracy_negative"):
+        values = torch.tensor([b[name] for b in boots if not math.isnan(b[name])], dtype=torch.float64)
+        result[f"{name}_ci"] = [float(values.quantile(0.025)), float(values.quantile(0.975))] if len(values) else None
+    return result
