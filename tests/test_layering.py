@@ -21,7 +21,7 @@ ALLOWED = {
     "matching": BASE | {"saes", "assignment", "sources"},
     "evaluation": BASE | {"saes", "assignment", "sources", "matching"},
     "report": BASE | {"saes", "assignment", "sources", "matching", "evaluation"},
-    "lfp": BASE | {"saes", "assignment", "sources", "matching", "report"},
+    "lfp": BASE | {"saes", "assignment", "sources", "matching", "evaluation", "report"},
     "world": BASE | {"saes", "sources"},
     "package": BASE | {"saes", "sources", "matching"},  # sae_lens_match/__init__.py re-exports
     "cli": BASE | {"saes", "assignment", "sources", "matching", "evaluation", "report", "lfp", "world"},

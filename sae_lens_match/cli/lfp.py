@@ -9,7 +9,9 @@ from pathlib import Path
 from sae_lens_match import world
 from sae_lens_match.cli.inputs import feedback_data
 from sae_lens_match.cli.options import add_out, nonnegative_float, out_dir, positive_float, positive_int
+from sae_lens_match.evaluation.explain import ChatClient, LLMExplainer
 from sae_lens_match.lfp.pipeline import LFPConfig, run_lfp
+from sae_lens_match.lfp.validation import LLMRelatedness
 from sae_lens_match.sources.texts import PREFERENCE_DATASETS
 
 
@@ -35,6 +37,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--divergence-aggregate", choices=["l2", "sum_of_norms"], default=default.divergence_aggregate, help="l2 of everything, or the reference code's sum of per-tensor norms")
     p.add_argument("--top-k", type=positive_int, default=default.top_k, help="how many most-changed MLP layers to study")
     p.add_argument("--dictionary-tokens", type=positive_int, default=default.dictionary.training_tokens, help="training tokens per dictionary")
+    p.add_argument("--explain", choices=["heuristic", "llm"], default="heuristic", help="part 2: who explains the top-overlap features and labels them related (heuristic: offline, not an LLM)")
+    p.add_argument("--llm-base-url", default=None, help="--explain llm: OpenAI-compatible base URL (default: SAE_LENS_MATCH_LLM_BASE_URL / OPENAI_BASE_URL)")
+    p.add_argument("--llm-model", default=None, help="--explain llm: model name (default: SAE_LENS_MATCH_LLM_MODEL / OPENAI_MODEL)")
     p.add_argument("--seed", type=int, default=default.seed)
     p.set_defaults(run=run_lfp_command)
 
@@ -49,10 +54,14 @@ def run_lfp_command(args: argparse.Namespace) -> dict:
         dictionary=replace(default.dictionary, training_tokens=args.dictionary_tokens, seed=args.seed),
         dictionary_source=args.dictionary_source, model_name=model_name,
     )
+    judges = {}
+    if args.explain == "llm":  # a missing endpoint or model is refused before any work
+        client = ChatClient(args.llm_base_url, args.llm_model, cache_dir=args.out / "llm_cache")
+        judges = {"explainer": LLMExplainer(client), "relatedness": LLMRelatedness(client)}
     out_dir(args)  # options and folder checked: now the work
     model = args.model or world.model_dir(seed=args.seed)
     data = feedback_data(args.data or ("world" if args.model is None else "hub"), cfg, args.n_texts, args.seed, args.preferences, args.triples)
-    summary = run_lfp(model, data, args.out, cfg)
+    summary = run_lfp(model, data, args.out, cfg, **judges)
     for layer, d in summary["layers"].items():
         stats = d["dictionaries"]["n"]
         print(
@@ -69,5 +78,14 @@ def run_lfp_command(args: argparse.Namespace) -> dict:
                 f"  {name:>6}: Kendall tau {r['kendall_tau']:+.3f} [{low:+.3f}, {high:+.3f}] (p={r['kendall_p']:.3g}), "
                 f"sign accuracy +{r['sign_accuracy_positive']:.2f} / -{r['sign_accuracy_negative']:.2f}"
             )
+        if part2.get("features") is not None:
+            related = sum(1 for r in part2["features"] if r["related"])
+            frequency = part2["activation_frequency"]
+            print(f"  {related} of {len(part2['features'])} top-overlap features labelled related ({part2['features'][0]['judge']})")
+            if frequency["related"] is not None:
+                print(f"  active on inputs predicted above {frequency['threshold']:g}: related {frequency['related']:.2f}, average feature {frequency['average']:.2f}")
+            for name, a in (part2["ablation"] or {}).items():
+                if isinstance(a, dict):
+                    print(f"  ablating {a['n_features']} {name} features: reward {a['reward_before']:+.3f} -> {a['reward_after']:+.3f} (drop {a['drop']:+.3f} [{a['drop_ci'][0]:+.3f}, {a['drop_ci'][1]:+.3f}])")
     print(f"wrote {args.out}/summary.json, divergence.{{json,html,png}}, dictionaries/, part2.json, word_table.{{csv,json}}")
     return summary

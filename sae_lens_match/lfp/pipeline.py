@@ -18,21 +18,24 @@ import copy
 import logging
 import random
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from sae_lens import SAE
+from sae_lens import SAE, HookedSAETransformer
 
 from sae_lens_match.atomic import prepare_out_dir, write_json
+from sae_lens_match.evaluation.explain.contexts import Explainer
 from sae_lens_match.fingerprints import sha256_json
+from sae_lens_match.lfp.contrastive import Triple
 from sae_lens_match.lfp.dictionaries import DictionaryConfig, dictionary_stats, train_dictionary_pair, train_dictionary_pair_on_model
 from sae_lens_match.lfp.divergence import Aggregate, layer_divergence, plot_divergence, top_layers
 from sae_lens_match.lfp.finetune import dpo, sentiment_rl
-from sae_lens_match.lfp.reward import RewardScope
-from sae_lens_match.lfp.contrastive import Triple
 from sae_lens_match.lfp.overlap import dictionary_overlap
-from sae_lens_match.lfp.part2 import Part2Config, run_part2
+from sae_lens_match.lfp.part2 import Part2Config, Validation, run_part2
+from sae_lens_match.lfp.reward import RewardScope, get_reward
+from sae_lens_match.lfp.validation import Relatedness
 from sae_lens_match.sources.activations import collect_activations, load_activations, save_activations
 from sae_lens_match.sources.models import ModelRef, hooked_from_hf, load_causal_lm, resolve_model
 from sae_lens_match.sources.tokens import TokenSet, pack_texts, token_dataset
@@ -187,6 +190,19 @@ def _finetune(base, tokenizer, data: FeedbackData, stage: Stage, cfg: LFPConfig)
     return result.model.eval()
 
 
+class _Clock:
+    """Wall-clock seconds per pipeline step, for the benchmark."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._last
+        self._last = now
+
+
 def _split(tokens: TokenSet) -> tuple[TokenSet, TokenSet]:
     """Rows to train the dictionaries on, and the last tenth (at least one row) to report their
     L0 and explained variance on."""
@@ -196,7 +212,15 @@ def _split(tokens: TokenSet) -> tuple[TokenSet, TokenSet]:
     return tokens.subset(slice(0, tokens.n_rows - held)), tokens.subset(slice(tokens.n_rows - held, tokens.n_rows))
 
 
-def run_lfp(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | Path, cfg: LFPConfig | None = None) -> dict:
+def run_lfp(
+    model: str | Path | ModelRef,
+    data: FeedbackData,
+    out_dir: str | Path,
+    cfg: LFPConfig | None = None,
+    *,
+    explainer: Explainer | None = None,
+    relatedness: Relatedness | None = None,
+) -> dict:
     """Run LFP on ``model`` with ``data``: part 1, then part 2 when ``data`` has triples.
 
     Writes ``out_dir/{tuned_model/ (with finetune_log.json), divergence.json,
@@ -223,7 +247,9 @@ def run_lfp(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | Pat
     if cfg.top_k > n_layers:
         raise ValueError(f"top_k={cfg.top_k} but {ref.requested} has {n_layers} layers; choose top_k <= {n_layers}.")
     finetune = Stage.of(out / "tuned_model", {"model": ref.fingerprint(), "data": data.fingerprint(), "finetune": cfg.finetune_key()})
+    clock = _Clock()
     tuned = _finetune(base, tokenizer, data, finetune, cfg)
+    clock.lap("finetune")
 
     divergence = layer_divergence(base, tuned, part=cfg.divergence_part, aggregate=cfg.divergence_aggregate)
     layers = top_layers(divergence, cfg.top_k)
@@ -232,7 +258,7 @@ def run_lfp(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | Pat
     plot_divergence(divergence, out / "divergence.html", top=layers)
 
     # Activations of the *tuned* model (the reference code read the base model's).
-    hooked = hooked_from_hf(ref, tuned.float(), tokenizer, model_name=cfg.model_name)
+    hooked = hooked_from_hf(ref, tuned.float(), tokenizer, cls=HookedSAETransformer, model_name=cfg.model_name)
     hooks = [cfg.hook.format(layer=layer) for layer in layers]
     tokens, held_out = _split(TokenSet(hooked, pack_texts(tokenizer, list(data.texts), min(hooked.cfg.n_ctx, cfg.context_size))))
     source = {"tuned_model": finetune.key, "tokens": tokens.fingerprint()}
@@ -244,8 +270,9 @@ def run_lfp(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | Pat
             collected.finish()
         source = {"activations": collected.key}
     held_out_acts = collect_activations(held_out, hooks)
+    clock.lap("divergence_and_activations")
 
-    dictionaries = []
+    dictionaries, shared = [], []  # n-dictionaries, and their top-overlap features (best first)
     summary = {
         "config": asdict(cfg), "model": ref.requested, "data": data.name, "top_layers": layers,
         "divergence": {str(k): v for k, v in divergence.items()}, "divergence_method": method, "layers": {},
@@ -262,8 +289,9 @@ def run_lfp(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | Pat
             else:
                 small, large = train_dictionary_pair_on_model(hooked, token_dataset(tokens.tokens), hook, config=cfg.dictionary, out_dir=trained.directory)
             trained.finish()
-        dictionaries.append(small)
         overlap = dictionary_overlap(small, large)
+        dictionaries.append(small)
+        shared.append([int(i) for i in overlap.small_index])
         summary["layers"][str(layer)] = {
             "hook": hook,
             "d_in": small.cfg.d_in,
@@ -275,10 +303,17 @@ def run_lfp(model: str | Path | ModelRef, data: FeedbackData, out_dir: str | Pat
                 for s, l, c in zip(overlap.small_index, overlap.large_index, overlap.cosine)
             ],
         }
+    clock.lap("dictionaries")
     if data.triples:
         base_hooked = hooked_from_hf(ref, base.float(), tokenizer, model_name=cfg.model_name)
-        summary["part2"] = run_part2(hooked, base_hooked, dictionaries, data.triples, out, cfg.part2)
+        validation = Validation(
+            shared, held_out, list(data.prompts), get_reward("vader"), cfg.reward_scope,
+            **{k: v for k, v in (("explainer", explainer), ("relatedness", relatedness)) if v is not None},
+        )
+        summary["part2"] = run_part2(hooked, base_hooked, dictionaries, data.triples, out, cfg.part2, validation)
     else:
         logger.info("%s brings no contrastive triples: part 2 (probes) skipped.", data.name)
+    clock.lap("part2")
+    summary["seconds"] = clock.laps  # reused steps take about no time
     write_json(out / "summary.json", summary)
     return summary

@@ -71,6 +71,13 @@ def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
     assert sum(r["split"] == "test" for r in rows) == part2["n_test_words"] and len(rows) == part2["n_words"]
     lexicon = vader_lexicon()
     assert all(float(r["vader_value"]) == lexicon[r["word"]] for r in rows)
+    # validation: the top-overlap features of each layer explained and labelled, offline
+    assert len(part2["features"]) == 2 * 20 and {r["judge"] for r in part2["features"]} == {"heuristic:vader-tokens"}
+    assert part2["activation_frequency"]["threshold"] == 3.0
+    if any(r["related"] for r in part2["features"]):
+        ablation = part2["ablation"]
+        assert ablation["related"]["n_features"] == ablation["random"]["n_features"] == sum(bool(r["related"]) for r in part2["features"])
+        assert ablation["related"]["reward_before"] == ablation["random"]["reward_before"]
     # resume: the tuned model and the dictionaries are reused, not retrained
     stamp = (tmp_path / "tuned_model" / "model.safetensors").stat().st_mtime_ns
     again = run_lfp(world_root / "model", world_data(48), tmp_path, cfg)
