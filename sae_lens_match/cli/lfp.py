@@ -87,5 +87,10 @@ def run_lfp_command(args: argparse.Namespace) -> dict:
             for name, a in (part2["ablation"] or {}).items():
                 if isinstance(a, dict):
                     print(f"  ablating {a['n_features']} {name} features: reward {a['reward_before']:+.3f} -> {a['reward_after']:+.3f} (drop {a['drop']:+.3f} [{a['drop_ci'][0]:+.3f}, {a['drop_ci'][1]:+.3f}])")
+    for layer, diff in summary.get("model_diff", {}).items():
+        print(
+            f"layer {layer}: {diff['fraction_changed']:.1%} of the tuned features have no counterpart in the base model's dictionary "
+            f"(two base dictionaries of different seeds: {diff['control_fraction_changed']:.1%}); {diff['related_changed']} of {diff['n_related']} related among them"
+        )
     print(f"wrote {args.out}/summary.json, divergence.{{json,html,png}}, dictionaries/, part2.json, word_table.{{csv,json}}")
     return summary

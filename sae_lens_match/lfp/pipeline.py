@@ -19,7 +19,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -29,7 +29,15 @@ from sae_lens_match.atomic import prepare_out_dir, write_json
 from sae_lens_match.evaluation.explain.contexts import Explainer
 from sae_lens_match.fingerprints import sha256_json
 from sae_lens_match.lfp.contrastive import Triple
-from sae_lens_match.lfp.dictionaries import DictionaryConfig, dictionary_stats, train_dictionary_pair, train_dictionary_pair_on_model
+from sae_lens_match.lfp.dictionaries import (
+    DictionaryConfig,
+    dictionary_stats,
+    train_dictionary,
+    train_dictionary_on_model,
+    train_dictionary_pair,
+    train_dictionary_pair_on_model,
+)
+from sae_lens_match.lfp.diffing import model_diff
 from sae_lens_match.lfp.divergence import Aggregate, layer_divergence, plot_divergence, top_layers
 from sae_lens_match.lfp.finetune import dpo, sentiment_rl
 from sae_lens_match.lfp.overlap import dictionary_overlap
@@ -37,6 +45,7 @@ from sae_lens_match.lfp.part2 import Part2Config, Validation, run_part2
 from sae_lens_match.lfp.reward import RewardScope, get_reward
 from sae_lens_match.lfp.validation import Relatedness
 from sae_lens_match.sources.activations import collect_activations, load_activations, save_activations
+from sae_lens_match.sources.hooks import hook_width
 from sae_lens_match.sources.models import ModelRef, hooked_from_hf, load_causal_lm, resolve_model
 from sae_lens_match.sources.tokens import TokenSet, pack_texts, token_dataset
 from sae_lens_match.stages import Stage
@@ -110,6 +119,8 @@ class LFPConfig:
         model_name: what SAELens metadata calls the model (default: from its reference).
         seed: fine-tuning seed (the dictionaries have their own in ``dictionary``).
         part2: how part 2's probes are fitted and judged (:class:`Part2Config`).
+        diffing: match the tuned model's n-dictionaries with base-model dictionaries trained the
+            same way (:func:`~sae_lens_match.lfp.diffing.model_diff`).
     """
 
     recipe: Recipe = "rl"
@@ -131,6 +142,7 @@ class LFPConfig:
     model_name: str | None = None
     seed: int = 0
     part2: Part2Config = field(default_factory=Part2Config)
+    diffing: bool = True
 
     def __post_init__(self) -> None:
         if self.recipe not in ("rl", "dpo", "tr-dpo"):
@@ -201,6 +213,25 @@ class _Clock:
         now = time.perf_counter()
         self.laps[name] = now - self._last
         self._last = now
+
+
+def _base_dictionaries(stage: Stage, base: Any, tokens: TokenSet, hooks: Sequence[str], cfg: LFPConfig) -> list[tuple[SAE, SAE]]:
+    """Per hook, an n-dictionary of the *base* model trained exactly as the tuned model's (same
+    token rows, source and seed) and a control with another seed, reused when ``stage`` is done."""
+    control_cfg = replace(cfg.dictionary, seed=cfg.dictionary.seed + 1000)
+    if not stage.done():
+        stage.start()
+        data = replace(tokens, model=base)
+        for hook in hooks:
+            for name, config in (("n", cfg.dictionary), ("control", control_cfg)):
+                out_dir = stage.directory / hook / name
+                if cfg.dictionary_source == "activations":
+                    acts = collect_activations(data, [hook])[hook]
+                    train_dictionary(acts, acts.shape[1], hook_name=hook, config=config, model_name=base.cfg.model_name, out_dir=out_dir)
+                else:
+                    train_dictionary_on_model(base, token_dataset(tokens.tokens), hook, hook_width(base, hook), config=config, out_dir=out_dir)
+        stage.finish()
+    return [(SAE.load_from_disk(stage.directory / hook / "n"), SAE.load_from_disk(stage.directory / hook / "control")) for hook in hooks]
 
 
 def _split(tokens: TokenSet) -> tuple[TokenSet, TokenSet]:
@@ -304,8 +335,8 @@ def run_lfp(
             ],
         }
     clock.lap("dictionaries")
+    base_hooked = hooked_from_hf(ref, base.float(), tokenizer, model_name=cfg.model_name)
     if data.triples:
-        base_hooked = hooked_from_hf(ref, base.float(), tokenizer, model_name=cfg.model_name)
         validation = Validation(
             shared, held_out, list(data.prompts), get_reward("vader"), cfg.reward_scope,
             **{k: v for k, v in (("explainer", explainer), ("relatedness", relatedness)) if v is not None},
@@ -314,6 +345,15 @@ def run_lfp(
     else:
         logger.info("%s brings no contrastive triples: part 2 (probes) skipped.", data.name)
     clock.lap("part2")
+    if cfg.diffing:
+        related = [[r["feature"] for r in summary.get("part2", {}).get("features", []) if r["layer"] == k and r["related"]] for k in range(len(layers))]
+        key = {"base_model": ref.fingerprint(), "tokens": tokens.fingerprint(), "hooks": hooks, "dictionary": asdict(cfg.dictionary), "source": cfg.dictionary_source}
+        base_dicts = _base_dictionaries(Stage.of(out / "diffing", key), base_hooked, tokens, hooks, cfg)
+        summary["model_diff"] = {
+            str(layer): model_diff(b, tuned_n, control, related=rel)
+            for layer, (b, control), tuned_n, rel in zip(layers, base_dicts, dictionaries, related)
+        }
+        clock.lap("model_diff")
     summary["seconds"] = clock.laps  # reused steps take about no time
     write_json(out / "summary.json", summary)
     return summary

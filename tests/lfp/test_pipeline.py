@@ -71,6 +71,10 @@ def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
     assert sum(r["split"] == "test" for r in rows) == part2["n_test_words"] and len(rows) == part2["n_words"]
     lexicon = vader_lexicon()
     assert all(float(r["vader_value"]) == lexicon[r["word"]] for r in rows)
+    # data-free diffing: base-model dictionaries trained exactly like the tuned model's
+    for layer in summary["top_layers"]:
+        diff = summary["model_diff"][str(layer)]
+        assert diff["n_features"] == 128 and 0 <= diff["fraction_changed"] <= 1 and 0 <= diff["control_fraction_changed"] <= 1
     # validation: the top-overlap features of each layer explained and labelled, offline
     assert len(part2["features"]) == 2 * 20 and {r["judge"] for r in part2["features"]} == {"heuristic:vader-tokens"}
     assert part2["activation_frequency"]["threshold"] == 3.0
