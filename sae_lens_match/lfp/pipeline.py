@@ -221,12 +221,13 @@ def _base_dictionaries(stage: Stage, base: Any, tokens: TokenSet, hooks: Sequenc
     control_cfg = replace(cfg.dictionary, seed=cfg.dictionary.seed + 1000)
     if not stage.done():
         stage.start()
-        data = replace(tokens, model=base)
+        # one pass over the base model for every hook (the activations path)
+        collected = collect_activations(replace(tokens, model=base), hooks) if cfg.dictionary_source == "activations" else {}
         for hook in hooks:
             for name, config in (("n", cfg.dictionary), ("control", control_cfg)):
                 out_dir = stage.directory / hook / name
                 if cfg.dictionary_source == "activations":
-                    acts = collect_activations(data, [hook])[hook]
+                    acts = collected[hook]
                     train_dictionary(acts, acts.shape[1], hook_name=hook, config=config, model_name=base.cfg.model_name, out_dir=out_dir)
                 else:
                     train_dictionary_on_model(base, token_dataset(tokens.tokens), hook, hook_width(base, hook), config=config, out_dir=out_dir)
