@@ -14,7 +14,7 @@ from sae_lens import SAE
 
 from sae_lens_match import world
 from sae_lens_match.cli.options import bos_token, positive_int
-from sae_lens_match.lfp.contrastive import SwapWords, contrastive_triples
+from sae_lens_match.lfp.contrastive import SwapWords, contrastive_triples, preference_triples
 from sae_lens_match.lfp.pipeline import FeedbackData, LFPConfig, text_prefixes
 from sae_lens_match.sources.models import load_model, processing_for
 from sae_lens_match.sources.saes import load_sae
@@ -81,25 +81,35 @@ def swap_words() -> dict[str, SwapWords]:
 
 def feedback_data(data: str, cfg: LFPConfig, n_texts: int, seed: int, preferences: str = "hh", n_triples: int = 600) -> FeedbackData:
     """LFP data: ``"world"`` (offline: review prefixes, minimal preference pairs, reviews, and
-    contrastive triples from test reviews) or ``"hub"`` (the paper's tasks, from the hub: IMDb
-    prefixes, reviews and test-review triples for the VADER RL run; ``preferences`` (``"hh"``:
-    Anthropic HH, ``"toxic"``: toxic-dpo) for DPO / TR-DPO, whose prompts with their chosen
-    answers are also the dictionaries' texts)."""
+    contrastive triples from test reviews, and for DPO / TR-DPO preference triples from held-out
+    pairs) or ``"hub"`` (the paper's tasks, from the hub: IMDb prefixes, reviews and test-review
+    triples for the VADER RL run; ``preferences`` (``"hh"``: Anthropic HH, ``"toxic"``:
+    toxic-dpo) for DPO / TR-DPO, whose prompts with their chosen answers are also the
+    dictionaries' texts, and whose held-out pairs give the preference triples)."""
     n_pairs = cfg.finetune_steps * cfg.finetune_batch_size
+    neutral = swap_words()["adj"].neutral
     if data == "world":
+        dpo = cfg.recipe != "rl"
         return FeedbackData(
             "world",
             prompts=world.review_prefixes(256, seed=seed, split="train"),
-            preferences=world.preference_pairs(n_pairs, seed=seed) if cfg.recipe != "rl" else None,
+            preferences=world.preference_pairs(n_pairs, seed=seed) if dpo else None,
             texts=world.corpus("train", n_texts, seed),
             triples=contrastive_triples(world.corpus("test", n_triples, seed), swap_words(), seed=seed),
+            preference_triples=preference_triples(world.preference_pairs(n_triples // 2, seed=seed, split="test"), neutral, seed=seed) if dpo else (),
         )
     if data == "hub" and cfg.recipe == "rl":
         texts = load_texts("imdb", n=max(n_texts, 256))
         triples = contrastive_triples(load_texts("imdb", split="test", n=n_triples), swap_words(), seed=seed)
         return FeedbackData("imdb", prompts=text_prefixes(texts[:256], seed=seed), preferences=None, texts=texts[:n_texts], triples=triples)
     if data == "hub":
-        pairs = load_preference_dataset(preferences, n=max(n_pairs, n_texts))
+        n_held = n_triples // 2
+        pairs = load_preference_dataset(preferences, n=max(n_pairs, n_texts) + n_held)
         texts = [p + c for p, c in zip(pairs["prompt"][:n_texts], pairs["chosen"][:n_texts])]
-        return FeedbackData(preferences, prompts=[], preferences=pairs.select(range(min(n_pairs, len(pairs)))), texts=texts)
+        n_tune = min(n_pairs, len(pairs) - n_held)  # toxic-dpo has one split: its last pairs are held out
+        held = pairs.select(range(len(pairs) - n_held, len(pairs)))
+        return FeedbackData(
+            preferences, prompts=[], preferences=pairs.select(range(n_tune)), texts=texts,
+            preference_triples=preference_triples(held, neutral, seed=seed),
+        )
     raise ValueError(f"Unknown LFP data {data!r}; choose 'world' or 'hub'.")

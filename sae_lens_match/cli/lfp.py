@@ -1,4 +1,5 @@
-"""``sae-lens-match lfp``: Learned Feedback Patterns part 1 (fine-tune, layers, activations, dictionaries)."""
+"""``sae-lens-match lfp``: Learned Feedback Patterns, parts 1 (fine-tune, layers, activations,
+dictionaries) and 2 (probes, validation, attribution, model diffing)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from sae_lens_match.sources.texts import PREFERENCE_DATASETS
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     default = LFPConfig()
-    p = sub.add_parser("lfp", help="Learned Feedback Patterns part 1 on the embedded world (or --model)")
+    p = sub.add_parser("lfp", help="Learned Feedback Patterns, parts 1 and 2, on the embedded world (or --model)")
     add_out(p, Path("results/lfp"))
     p.add_argument("--model", help="a checkpoint directory or a TransformerLens hub model (e.g. pythia-70m-deduped); default: the embedded world's LM")
     p.add_argument("--data", choices=["world", "hub"], default=None, help="feedback data: the world's (default for the world's LM) or the paper's tasks from the hub (default otherwise: IMDb for rl, --preferences for dpo)")
     p.add_argument("--preferences", choices=sorted(PREFERENCE_DATASETS), default="hh", help="--data hub, dpo / tr-dpo: Anthropic HH (hh) or toxic-dpo (toxic, where the toxic answer is preferred)")
-    p.add_argument("--triples", type=positive_int, default=600, help="texts to draw part 2's contrastive triples from (test reviews)")
+    p.add_argument("--triples", type=positive_int, default=600, help="texts to draw part 2's contrastive triples from (test reviews; held-out preference pairs for dpo / tr-dpo)")
     p.add_argument("--n-texts", type=positive_int, default=400, help="texts whose activations train the dictionaries")
     p.add_argument("--dictionary-source", choices=["activations", "model"], default=default.dictionary_source, help="train dictionaries on collected activations or on the model directly (SAELens runner)")
     p.add_argument("--recipe", choices=["rl", "dpo", "tr-dpo"], default=default.recipe)
@@ -68,8 +69,8 @@ def run_lfp_command(args: argparse.Namespace) -> dict:
             f"layer {layer} ({d['hook']}): n-dictionary L0 {stats['l0']:.1f}, explained variance {stats['explained_variance']:.3f}; "
             f"mean max cosine {d['mean_max_cosine']:.3f}, assigned {d['mean_assigned_cosine']:.3f}"
         )
-    if "part2" in summary:
-        part2 = summary["part2"]
+    part2 = summary.get("part2", {})
+    if "tuned" in part2:
         print(f"part 2, {part2['n_test_words']} held-out words of {part2['n_words']}:")
         for name in ("tuned", "base", "xavier"):
             r = part2[name]
@@ -78,19 +79,28 @@ def run_lfp_command(args: argparse.Namespace) -> dict:
                 f"  {name:>6}: Kendall tau {r['kendall_tau']:+.3f} [{low:+.3f}, {high:+.3f}] (p={r['kendall_p']:.3g}), "
                 f"sign accuracy +{r['sign_accuracy_positive']:.2f} / -{r['sign_accuracy_negative']:.2f}"
             )
+    if part2.get("preference"):
+        p = part2["preference"]
+        print(f"part 2, logistic probes on {p['n_test_triples']} held-out preference pairs:")
+        for name in ("tuned", "base", "xavier"):
+            print(f"  {name:>6}: accuracy {p[name]['accuracy']:.3f} [{p[name]['accuracy_ci'][0]:.3f}, {p[name]['accuracy_ci'][1]:.3f}]")
+    if part2:
         if part2.get("features") is not None:
             related = sum(1 for r in part2["features"] if r["related"])
             frequency = part2["activation_frequency"]
             print(f"  {related} of {len(part2['features'])} top-overlap features labelled related ({part2['features'][0]['judge']})")
-            if frequency["related"] is not None:
+            if frequency and frequency["related"] is not None:
                 print(f"  active on inputs predicted above {frequency['threshold']:g}: related {frequency['related']:.2f}, average feature {frequency['average']:.2f}")
+            agreement = (part2.get("attribution") or {}).get("agreement_related") or {}
+            if agreement.get("mean_percentile") is not None:
+                print(f"  attribution to the reward: related features at percentile {agreement['mean_percentile']:.2f} (chance 0.50), {agreement['top_overlap']} among the most attributed (chance {agreement['top_overlap_expected']:.1f})")
             for name, a in (part2["ablation"] or {}).items():
                 if isinstance(a, dict):
-                    print(f"  ablating {a['n_features']} {name} features: reward {a['reward_before']:+.3f} -> {a['reward_after']:+.3f} (drop {a['drop']:+.3f} [{a['drop_ci'][0]:+.3f}, {a['drop_ci'][1]:+.3f}])")
+                    print(f"  zeroing {a['n_features']} {name} features: reward {a['reward_before']:+.3f} -> {a['reward_after']:+.3f} (drop {a['drop']:+.3f} [{a['drop_ci'][0]:+.3f}, {a['drop_ci'][1]:+.3f}])")
     for layer, diff in summary.get("model_diff", {}).items():
         print(
             f"layer {layer}: {diff['fraction_changed']:.1%} of the tuned features have no counterpart in the base model's dictionary "
             f"(two base dictionaries of different seeds: {diff['control_fraction_changed']:.1%}); {diff['related_changed']} of {diff['n_related']} related among them"
         )
-    print(f"wrote {args.out}/summary.json, divergence.{{json,html,png}}, dictionaries/, part2.json, word_table.{{csv,json}}")
+    print(f"wrote {args.out}/index.html (open it in a browser), summary.json, part2.json and the tables and plots beside them")
     return summary

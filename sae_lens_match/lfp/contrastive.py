@@ -1,7 +1,9 @@
 """Contrastive triples for LFP part 2 (paper §3.3): the same text with its sentiment word
-swapped for a positive, a neutral and a negative word.
+swapped for a positive, a neutral and a negative word (:func:`contrastive_triples`), or a
+preference pair's chosen and rejected answer with a neutral one between
+(:func:`preference_triples`).
 
-Rules (the paper leaves them open):
+Rules for word swaps (the paper leaves them open):
 
 - The swapped word is the first word of the text that is in one of the ``swaps`` lists (a
   VADER word of a known part of speech). VADER words of no listed part of speech are left
@@ -17,7 +19,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from sae_lens_match.sources.vader import vader_lexicon
 
@@ -94,4 +96,39 @@ def contrastive_triples(texts: Sequence[str], swaps: Mapping[str, SwapWords], *,
         words = (rng.choice(s.positive), rng.choice(s.neutral), rng.choice(s.negative))
         prefix = text[: found.start()]
         triples.append(Triple(tuple(prefix + w for w in words), words, found.group(), role))  # type: ignore[arg-type]
+    return triples
+
+
+@dataclass(frozen=True)
+class PreferenceTriple:
+    """The chosen, a neutral and the rejected answer to one prompt, each as prompt + answer; the
+    probes read their codes averaged over all tokens (the feedback is not tied to one word)."""
+
+    texts: tuple[str, str, str]
+
+
+_SPLIT_WORDS = re.compile(r"([A-Za-z][A-Za-z'-]*)")
+
+
+def preference_triples(pairs: Any, neutral_words: Sequence[str], *, seed: int = 0) -> list[PreferenceTriple]:
+    """One triple per preference pair (``prompt``, ``chosen``, ``rejected`` columns, e.g. a
+    ``datasets.Dataset``).
+
+    The neutral answer of a *minimal pair* (the two answers differ only in some words, the rest
+    and the punctuation equal) is the chosen answer with each differing word replaced by one of
+    ``neutral_words`` (seeded per pair). Other pairs get the prompt alone as the neutral text:
+    the paper had an LLM write neutral rewrites, which needs a model this package cannot fetch.
+    """
+    if not neutral_words:
+        raise ValueError("preference_triples needs at least one neutral word.")
+    missing = {"prompt", "chosen", "rejected"} - set(pairs.column_names)
+    if missing:
+        raise ValueError(f"Preference pairs need columns prompt, chosen and rejected; missing {sorted(missing)}.")
+    triples = []
+    for index, (prompt, chosen, rejected) in enumerate(zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])):
+        rng = random.Random(f"preference-triples/{seed}/{index}")
+        a, b = _SPLIT_WORDS.split(chosen), _SPLIT_WORDS.split(rejected)
+        minimal = len(a) == len(b) and a[0::2] == b[0::2] and a != b  # same separators, some words differ
+        neutral = "".join(rng.choice(neutral_words) if k % 2 and x != y else x for k, (x, y) in enumerate(zip(a, b))) if minimal else ""
+        triples.append(PreferenceTriple((prompt + chosen, prompt + neutral, prompt + rejected)))
     return triples

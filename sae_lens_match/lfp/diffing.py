@@ -25,7 +25,7 @@ def unmatched_features(source: SAE, target: SAE, rule: UnmatchedRule = DEFAULT_U
 
 
 def model_diff(
-    base: SAE, tuned: SAE, control: SAE, *, related: Sequence[int] = (), rule: UnmatchedRule = DEFAULT_UNMATCHED
+    base: SAE, tuned: SAE, control: SAE, *, related: Sequence[int] = (), attributed: Sequence[int] = (), rule: UnmatchedRule = DEFAULT_UNMATCHED
 ) -> dict[str, Any]:
     """Tuned features with no counterpart in the base model's dictionary, against the noise floor.
 
@@ -33,11 +33,13 @@ def model_diff(
         base, tuned: dictionaries of the base and the tuned model at the same hook and width.
         control: a second base dictionary trained with another seed (the noise floor).
         related: tuned features labelled related to the task, to count among the changed ones.
+        attributed: the tuned features most attributed to the reward, counted the same way.
 
     Returns:
         ``n_features``, ``changed`` (tuned feature indices), ``fraction_changed``,
         ``control_fraction_changed`` (the same between the two base dictionaries),
-        ``related_changed`` (how many of ``related`` are changed) and ``n_related``.
+        ``related_changed`` (how many of ``related`` are changed) and ``n_related``, and the same
+        for ``attributed`` (chance: ``fraction_changed`` of each).
     """
     changed = unmatched_features(tuned, base, rule)
     noise = unmatched_features(control, base, rule)
@@ -50,4 +52,6 @@ def model_diff(
         "control_fraction_changed": len(noise) / control.cfg.d_sae,
         "related_changed": len(set(changed) & set(related)),
         "n_related": len(related),
+        "attributed_changed": len(set(changed) & set(attributed)),
+        "n_attributed": len(attributed),
     }

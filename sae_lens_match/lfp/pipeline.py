@@ -28,7 +28,7 @@ from sae_lens import SAE, HookedSAETransformer
 from sae_lens_match.atomic import prepare_out_dir, write_json
 from sae_lens_match.evaluation.explain.contexts import Explainer
 from sae_lens_match.fingerprints import sha256_json
-from sae_lens_match.lfp.contrastive import Triple
+from sae_lens_match.lfp.contrastive import PreferenceTriple, Triple
 from sae_lens_match.lfp.dictionaries import (
     DictionaryConfig,
     dictionary_stats,
@@ -42,6 +42,7 @@ from sae_lens_match.lfp.divergence import Aggregate, layer_divergence, plot_dive
 from sae_lens_match.lfp.finetune import dpo, sentiment_rl
 from sae_lens_match.lfp.overlap import dictionary_overlap
 from sae_lens_match.lfp.part2 import Part2Config, Validation, run_part2
+from sae_lens_match.lfp.report import write_lfp_report
 from sae_lens_match.lfp.reward import RewardScope, get_reward
 from sae_lens_match.lfp.validation import Relatedness
 from sae_lens_match.sources.activations import collect_activations, load_activations, save_activations
@@ -65,7 +66,9 @@ class FeedbackData:
         preferences: a ``datasets.Dataset`` with ``prompt``, ``chosen``, ``rejected`` for DPO /
             TR-DPO (``None`` if only RL is run).
         texts: texts whose activations train the dictionaries.
-        triples: contrastive triples for part 2's probes (none: part 2 is skipped).
+        triples: contrastive word triples for part 2's linear probes (VADER task).
+        preference_triples: chosen / neutral / rejected answers for part 2's logistic probes
+            (preference tasks); with neither, part 2 is skipped.
     """
 
     name: str
@@ -73,6 +76,7 @@ class FeedbackData:
     preferences: Any
     texts: Sequence[str]
     triples: Sequence[Triple] = ()
+    preference_triples: Sequence[PreferenceTriple] = ()
 
     def fingerprint(self) -> str:
         """SHA-256 of the contents (prompts, preference pairs, texts), which a rerun's reuse is keyed on."""
@@ -257,8 +261,9 @@ def run_lfp(
 
     Writes ``out_dir/{tuned_model/ (with finetune_log.json), divergence.json,
     divergence.{html,png}, activations/, dictionaries/layer_L/{n,2n}/, part2.json,
-    word_table.{csv,json}, summary.json}`` (``activations/`` only with
-    ``dictionary_source="activations"``). A rerun into the same
+    word_table.{csv,json}, preference_table.{csv,json}, part2_steps/, diffing/, summary.json,
+    index.html}`` and PNG plots (``activations/`` only with ``dictionary_source="activations"``,
+    the tables only with their triples). A rerun into the same
     ``out_dir`` reuses each step made from the same model, data and config, and redoes the rest.
 
     Returns:
@@ -304,7 +309,7 @@ def run_lfp(
     held_out_acts = collect_activations(held_out, hooks)
     clock.lap("divergence_and_activations")
 
-    dictionaries, shared = [], []  # n-dictionaries, and their top-overlap features (best first)
+    dictionaries, shared, dictionary_keys = [], [], []  # n-dictionaries, their top-overlap features (best first), their stages' keys
     summary = {
         "config": asdict(cfg), "model": ref.requested, "data": data.name, "top_layers": layers,
         "divergence": {str(k): v for k, v in divergence.items()}, "divergence_method": method, "layers": {},
@@ -323,6 +328,7 @@ def run_lfp(
             trained.finish()
         overlap = dictionary_overlap(small, large)
         dictionaries.append(small)
+        dictionary_keys.append(trained.key)
         shared.append([int(i) for i in overlap.small_index])
         summary["layers"][str(layer)] = {
             "hook": hook,
@@ -337,24 +343,30 @@ def run_lfp(
         }
     clock.lap("dictionaries")
     base_hooked = hooked_from_hf(ref, base.float(), tokenizer, model_name=cfg.model_name)
-    if data.triples:
+    if data.triples or data.preference_triples:
         validation = Validation(
             shared, held_out, list(data.prompts), get_reward("vader"), cfg.reward_scope,
             **{k: v for k, v in (("explainer", explainer), ("relatedness", relatedness)) if v is not None},
         )
-        summary["part2"] = run_part2(hooked, base_hooked, dictionaries, data.triples, out, cfg.part2, validation)
+        key = {"tuned": finetune.key, "base": ref.fingerprint(), "dictionaries": dictionary_keys}
+        summary["part2"] = run_part2(
+            hooked, base_hooked, dictionaries, data.triples, out, cfg.part2, validation, preference_triples=data.preference_triples, key=key
+        )
     else:
         logger.info("%s brings no contrastive triples: part 2 (probes) skipped.", data.name)
     clock.lap("part2")
     if cfg.diffing:
-        related = [[r["feature"] for r in summary.get("part2", {}).get("features", []) if r["layer"] == k and r["related"]] for k in range(len(layers))]
+        part2 = summary.get("part2", {})
+        related = [[r["feature"] for r in part2.get("features", []) if r["layer"] == k and r["related"]] for k in range(len(layers))]
+        attributed = (part2.get("attribution") or {}).get("top_features") or [[] for _ in layers]
         key = {"base_model": ref.fingerprint(), "tokens": tokens.fingerprint(), "hooks": hooks, "dictionary": asdict(cfg.dictionary), "source": cfg.dictionary_source}
         base_dicts = _base_dictionaries(Stage.of(out / "diffing", key), base_hooked, tokens, hooks, cfg)
         summary["model_diff"] = {
-            str(layer): model_diff(b, tuned_n, control, related=rel)
-            for layer, (b, control), tuned_n, rel in zip(layers, base_dicts, dictionaries, related)
+            str(layer): model_diff(b, tuned_n, control, related=rel, attributed=att)
+            for layer, (b, control), tuned_n, rel, att in zip(layers, base_dicts, dictionaries, related, attributed)
         }
         clock.lap("model_diff")
     summary["seconds"] = clock.laps  # reused steps take about no time
     write_json(out / "summary.json", summary)
+    write_lfp_report(out, summary)
     return summary

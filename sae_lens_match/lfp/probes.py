@@ -54,6 +54,38 @@ def word_codes(model: Any, saes: Sequence[SAE], triples: Sequence[Triple], *, pr
     return out
 
 
+@torch.no_grad()
+def text_codes(model: Any, saes: Sequence[SAE], texts: Sequence[str], *, progress: bool = True) -> torch.Tensor:
+    """``[len(texts), sum d_sae]``: each text's codes averaged over all its tokens (BOS
+    prepended and left out of the average; texts cut to the model's context)."""
+    if not texts:
+        raise ValueError("text_codes needs at least one text.")
+    hooks = [sae.cfg.metadata.hook_name for sae in saes]
+    bos = bos_id(model.tokenizer)
+    device = next(model.parameters()).device
+    out = torch.zeros(len(texts), sum(sae.cfg.d_sae for sae in saes))
+    for i, text in enumerate(tqdm(texts, desc="preference codes", disable=not progress, leave=False)):
+        ids = model.tokenizer(text, add_special_tokens=False)["input_ids"][: model.cfg.n_ctx - 1]
+        if not ids:
+            raise ValueError(f"Text {i} has no tokens; preference triples need non-empty texts.")
+        _, cache = model.run_with_cache(torch.tensor([[bos, *ids]], device=device), names_filter=hooks)
+        out[i] = torch.cat([sae.encode(cache[hook][0, 1:].to(sae.W_dec.dtype)).mean(0).float().cpu() for sae, hook in zip(saes, hooks)])
+    return out
+
+
+def preference_dataset(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The logistic probe's data from ``codes [n, 3, D]`` (chosen, neutral, rejected):
+    ``(x [2n, D], labels [2n], deltas [2n])`` with the chosen codes labelled 1 and the rejected
+    ones 0 (the sign of their deltas ``+||A(x+) - A(x0)||`` and ``-||A(x-) - A(x0)||``)."""
+    if codes.ndim != 3 or codes.shape[1] != 3:
+        raise ValueError(f"codes must be [n, 3, D], got {tuple(codes.shape)}.")
+    chosen, neutral, rejected = codes[:, 0], codes[:, 1], codes[:, 2]
+    n = len(codes)
+    labels = torch.cat([torch.ones(n), torch.zeros(n)])
+    deltas = torch.cat([(chosen - neutral).norm(dim=1), -(rejected - neutral).norm(dim=1)])
+    return torch.cat([chosen, rejected]), labels, deltas
+
+
 def delta_dataset(codes: torch.Tensor, triples: Sequence[Triple]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The probe's data from :func:`word_codes`: ``(x [2n, D], y [2n], words)`` with
     ``x = A(x+), y = +||A(x+) - A(x0)||`` and ``x = A(x-), y = -||A(x-) - A(x0)||``, and the word
@@ -143,3 +175,37 @@ def feedback_agreement(predicted: dict[str, float], true: dict[str, float], *, n
         values = torch.tensor([b[name] for b in boots if not math.isnan(b[name])], dtype=torch.float64)
         result[f"{name}_ci"] = [float(values.quantile(0.025)), float(values.quantile(0.975))] if len(values) else None
     return result
+
+
+def fit_logistic_probe(x: torch.Tensor, labels: torch.Tensor, *, ridge: float = 1.0, max_iter: int = 500) -> LinearProbe:
+    """Logistic regression of ``labels`` (``[n]``, 1 = preferred, 0 = dispreferred) on ``x``
+    (``[n, D]``), with an L2 penalty ``ridge * ||weight||^2 / 2`` (the bias is not penalised),
+    fitted to convergence by L-BFGS in float64. The probe returns the logit."""
+    if x.ndim != 2 or labels.shape != (x.shape[0],) or x.shape[0] < 2:
+        raise ValueError(f"fit_logistic_probe needs x [n >= 2, D] and labels [n], got {tuple(x.shape)} and {tuple(labels.shape)}.")
+    if not set(labels.unique().tolist()) <= {0.0, 1.0} or labels.unique().numel() < 2:
+        raise ValueError("fit_logistic_probe needs labels of both classes, 0 and 1.")
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}.")
+    x, y = x.double(), labels.double()
+    weight = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(x @ weight + bias, y, reduction="sum") + 0.5 * ridge * weight.square().sum()
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return LinearProbe(weight.detach(), float(bias.detach()))
+
+
+def classification_accuracy(logits: torch.Tensor, labels: torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Share of ``logits`` (``[n]``) on the side of 0 that ``labels`` (1 / 0) name, with a 95 %
+    bootstrap interval over the inputs, and ``n``."""
+    correct = ((logits > 0) == labels.bool()).double()
+    g = torch.Generator().manual_seed(seed)
+    boots = torch.stack([correct[torch.randint(len(correct), (len(correct),), generator=g)].mean() for _ in range(n_boot)])
+    return {"accuracy": float(correct.mean()), "accuracy_ci": [float(boots.quantile(0.025)), float(boots.quantile(0.975))], "n": len(correct)}

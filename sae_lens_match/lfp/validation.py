@@ -20,7 +20,7 @@ import contextlib
 import copy
 import random
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from sae_lens import SAE
@@ -140,10 +140,21 @@ def _zero(index: torch.Tensor):
     return hook
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One sampled completion: ``ids [1, T]`` (BOS, the prompt's ``n_prompt - 1`` tokens, then the
+    completion's), and both as text."""
+
+    ids: torch.Tensor
+    n_prompt: int
+    prompt: str
+    completion: str
+
+
 @torch.no_grad()
-def completion_rewards(model: Any, prompts: Sequence[str], reward: RewardFn, *, max_new_tokens: int = 24, seed: int = 0, with_prompt: bool = True) -> torch.Tensor:
-    """``[len(prompts)]``: the reward of one sampled completion per prompt (BOS prepended),
-    each prompt sampled with its own seed so that conditions are compared on the same draws."""
+def sample_completions(model: Any, prompts: Sequence[str], *, max_new_tokens: int = 24, seed: int = 0) -> list[Completion]:
+    """One sampled completion per prompt (BOS prepended), each prompt sampled with its own seed
+    so that conditions (e.g. with and without an ablation) are compared on the same draws."""
     bos = model.tokenizer.bos_token_id
     out = []
     for i, prompt in enumerate(prompts):
@@ -151,15 +162,22 @@ def completion_rewards(model: Any, prompts: Sequence[str], reward: RewardFn, *, 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed * 100_003 + i)
             tokens = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=True, verbose=False, stop_at_eos=False)
-        completion = model.tokenizer.decode(tokens[0, ids.shape[1] :])
-        out.append(reward([prompt + completion if with_prompt else completion])[0])
-    return torch.tensor(out, dtype=torch.float64)
+        tokens = tokens.clone()  # generate runs in inference mode; a clone can enter autograd later
+        out.append(Completion(tokens, ids.shape[1], prompt, model.tokenizer.decode(tokens[0, ids.shape[1] :])))
+    return out
+
+
+def completion_rewards(model: Any, prompts: Sequence[str], reward: RewardFn, *, max_new_tokens: int = 24, seed: int = 0, with_prompt: bool = True) -> torch.Tensor:
+    """``[len(prompts)]``: the reward of one sampled completion per prompt (:func:`sample_completions`),
+    scoring prompt + completion or (``with_prompt=False``) the completion alone."""
+    completions = sample_completions(model, prompts, max_new_tokens=max_new_tokens, seed=seed)
+    return torch.tensor(reward([c.prompt + c.completion if with_prompt else c.completion for c in completions]), dtype=torch.float64)
 
 
 def ablation_effect(
     model: Any,
     saes: Sequence[SAE],
-    related: Sequence[Sequence[int]],
+    groups: Mapping[str, Sequence[Sequence[int]]],
     prompts: Sequence[str],
     reward: RewardFn,
     *,
@@ -169,36 +187,42 @@ def ablation_effect(
     seed: int = 0,
     with_prompt: bool = True,
 ) -> dict[str, Any]:
-    """Mean reward of completions before and after zeroing the ``related`` features, and after
-    zeroing as many random features of the same dictionaries (``n_random`` draws), with 95 %
-    bootstrap intervals (over prompts, paired) of each drop.
+    """Mean reward of completions before and after zeroing each group of features (e.g.
+    ``{"related": [...], "attributed": [...]}``, one list of indices per SAE), and after zeroing
+    random features of the same dictionaries, as many per dictionary as the *first* group names
+    (``n_random`` draws, averaged), with 95 % bootstrap intervals (over prompts, paired) of
+    each drop. All conditions complete the prompts with the same seeds.
 
     Returns:
-        ``related`` and ``random``, each with ``n_features``, ``reward_before``,
-        ``reward_after``, ``drop`` and ``drop_ci``.
+        One entry per group and ``random``, each with ``n_features``, ``reward_before``,
+        ``reward_after``, ``drop`` and ``drop_ci``; and ``n_prompts``.
     """
-    before = completion_rewards(model, prompts, reward, max_new_tokens=max_new_tokens, seed=seed, with_prompt=with_prompt)
-    with ablated(model, saes, related):
-        after = completion_rewards(model, prompts, reward, max_new_tokens=max_new_tokens, seed=seed, with_prompt=with_prompt)
-    rng = random.Random(f"ablation/{seed}")
-    random_after = []
-    for _ in range(n_random):
-        drawn = [rng.sample(range(sae.cfg.d_sae), len(chosen)) for sae, chosen in zip(saes, related)]
-        with ablated(model, saes, drawn):
-            random_after.append(completion_rewards(model, prompts, reward, max_new_tokens=max_new_tokens, seed=seed, with_prompt=with_prompt))
-    random_mean = torch.stack(random_after).mean(0)
-    n_features = sum(len(f) for f in related)
+    if not groups:
+        raise ValueError("ablation_effect needs at least one group of features.")
+    rewards = lambda: completion_rewards(model, prompts, reward, max_new_tokens=max_new_tokens, seed=seed, with_prompt=with_prompt)  # noqa: E731
+    before = rewards()
 
-    def summary(after_: torch.Tensor) -> dict[str, Any]:
-        drop = before - after_
+    def summary(after: torch.Tensor, n_features: int) -> dict[str, Any]:
+        drop = before - after
         g = torch.Generator().manual_seed(seed)
         boots = torch.stack([drop[torch.randint(len(drop), (len(drop),), generator=g)].mean() for _ in range(n_boot)])
         return {
-            "n_features": n_features, "reward_before": float(before.mean()), "reward_after": float(after_.mean()),
+            "n_features": n_features, "reward_before": float(before.mean()), "reward_after": float(after.mean()),
             "drop": float(drop.mean()), "drop_ci": [float(boots.quantile(0.025)), float(boots.quantile(0.975))],
         }
 
-    return {"related": summary(after), "random": {**summary(random_mean), "n_draws": n_random}, "n_prompts": len(prompts)}
+    out: dict[str, Any] = {}
+    for name, features in groups.items():
+        with ablated(model, saes, features):
+            out[name] = summary(rewards(), sum(len(f) for f in features))
+    first = next(iter(groups.values()))
+    rng = random.Random(f"ablation/{seed}")
+    random_after = []
+    for _ in range(n_random):
+        with ablated(model, saes, [rng.sample(range(sae.cfg.d_sae), len(chosen)) for sae, chosen in zip(saes, first)]):
+            random_after.append(rewards())
+    out["random"] = {**summary(torch.stack(random_after).mean(0), sum(len(f) for f in first)), "n_draws": n_random}
+    return {**out, "n_prompts": len(prompts)}
 
 
 def activation_frequency(codes: torch.Tensor, predicted: torch.Tensor, related: Sequence[int], *, threshold: float = 3.0) -> dict[str, Any]:

@@ -23,8 +23,9 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 
 @dataclass
 class Line:
-    """One series of a panel, drawn as a line or (``bars=True``) as bars, which may take
-    one colour per bar. ``legend=False`` keeps it out of the legend."""
+    """One series of a panel, drawn as a line, as points (``connect=False``) or
+    (``bars=True``) as bars, which may take one colour per bar. ``legend=False`` keeps it out
+    of the legend."""
 
     name: str
     x: Sequence[Any]
@@ -33,6 +34,7 @@ class Line:
     markers: bool = True
     legend: bool = True
     bars: bool = False
+    connect: bool = True
 
 
 @dataclass
@@ -74,7 +76,8 @@ def figure_html(panels: Sequence[Panel], *, title: str) -> str:
             if line.bars:
                 trace = go.Bar(x=[str(v) for v in line.x], y=list(line.y), marker_color=line.color, **common)
             else:
-                trace = go.Scatter(x=list(line.x), y=list(line.y), mode="lines+markers" if line.markers else "lines", line={"color": line.color}, **common)
+                mode = ("lines+markers" if line.markers else "lines") if line.connect else "markers"
+                trace = go.Scatter(x=list(line.x), y=list(line.y), mode=mode, line={"color": line.color}, **common)
             fig.add_trace(trace, row=1, col=col)
         fig.update_xaxes(title_text=panel.xlabel, row=1, col=col)
         fig.update_yaxes(title_text=panel.ylabel, type="log" if panel.log_y else None, row=1, col=col)
@@ -101,7 +104,8 @@ def write_png(path: str | Path, panels: Sequence[Panel], *, title: str, dpi: int
             if line.bars:
                 artist = ax.bar([str(v) for v in line.x], list(line.y), color=line.color, label=label)
             else:
-                (artist,) = ax.plot(list(line.x), list(line.y), marker="o" if line.markers else None, markersize=4, color=line.color, label=label)
+                marker = "o" if line.markers or not line.connect else None
+                (artist,) = ax.plot(list(line.x), list(line.y), marker=marker, linestyle="-" if line.connect else "none", markersize=4, color=line.color, label=label)
             if line.legend:
                 handles.setdefault(line.name, artist)
         ax.set_title(panel.title, fontsize="medium")

@@ -9,7 +9,8 @@ from transformers import GPTNeoXForCausalLM
 from sae_lens_match import HubUnavailableError, world
 from sae_lens_match.lfp.dictionaries import DictionaryConfig
 from sae_lens_match.cli.inputs import swap_words
-from sae_lens_match.lfp.contrastive import contrastive_triples
+from sae_lens_match.lfp.contrastive import contrastive_triples, preference_triples
+from sae_lens_match.lfp.part2 import Part2Config
 from sae_lens_match.lfp.pipeline import FeedbackData, LFPConfig, run_lfp, text_prefixes
 from sae_lens_match.saes import TiedSAE
 from sae_lens_match.sources.vader import vader_lexicon
@@ -19,13 +20,14 @@ from sae_lens_match.world.model import model_config
 COMMIT = "0" * 40
 
 
-def world_data(n_texts, recipe="rl", n_pairs=64, n_triples=0):
+def world_data(n_texts, recipe="rl", n_pairs=64, n_triples=0, n_preference=0):
     return FeedbackData(
         "world",
         prompts=world.review_prefixes(64, split="train"),
         preferences=world.preference_pairs(n_pairs) if recipe != "rl" else None,
         texts=world.corpus("train", n_texts),
         triples=contrastive_triples(world.corpus("test", n_triples), swap_words()) if n_triples else (),
+        preference_triples=preference_triples(world.preference_pairs(n_preference, split="test"), swap_words()["adj"].neutral) if n_preference else (),
     )
 
 
@@ -82,6 +84,11 @@ def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
         ablation = part2["ablation"]
         assert ablation["related"]["n_features"] == ablation["random"]["n_features"] == sum(bool(r["related"]) for r in part2["features"])
         assert ablation["related"]["reward_before"] == ablation["random"]["reward_before"]
+    # probe-free attribution, and the page a person opens
+    assert part2["attribution"]["agreement_top_overlap"]["n_features"] == 2 * 20
+    page = (tmp_path / "index.html").read_text()
+    assert "Kendall tau" in page and "part2_words.png" in page and str(tmp_path) not in page
+    assert (tmp_path / "part2_words.png").stat().st_size > 0
     # resume: the tuned model and the dictionaries are reused, not retrained
     stamp = (tmp_path / "tuned_model" / "model.safetensors").stat().st_mtime_ns
     again = run_lfp(world_root / "model", world_data(48), tmp_path, cfg)
@@ -91,8 +98,14 @@ def test_part1_runs_on_the_world_and_resumes(world_root, tmp_path):
 
 @pytest.mark.slow
 def test_part1_trains_dictionaries_on_the_model_directly(world_root, tmp_path):
-    cfg = small("dpo", "model", steps=2, batch=4, tokens=3000, top_k=1, hook="blocks.{layer}.mlp.hook_post")
-    summary = run_lfp(world_root / "model", world_data(200, "dpo"), tmp_path, cfg)
+    part2 = Part2Config(n_boot=50, ablation_prompts=8, completion_tokens=8, n_random=1)
+    cfg = small("dpo", "model", steps=2, batch=4, tokens=3000, top_k=1, hook="blocks.{layer}.mlp.hook_post", part2=part2)
+    summary = run_lfp(world_root / "model", world_data(200, "dpo", n_preference=30), tmp_path, cfg)
+    # preference data only: part 2's logistic probes, and no word table
+    preference = summary["part2"]["preference"]
+    assert preference["n_triples"] == 30 and {"tuned", "base", "xavier"} <= preference.keys()
+    assert "tuned" not in summary["part2"] and not (tmp_path / "word_table.csv").exists()
+    assert "Logistic probes" in (tmp_path / "index.html").read_text()
     (layer,) = summary["top_layers"]
     info = summary["layers"][str(layer)]
     assert info["d_in"] == 512 and len(info["shared_features"]) == 512

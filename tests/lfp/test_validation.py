@@ -49,7 +49,7 @@ def test_relatedness_and_ablation_run_on_the_world(model):
     assert len(rows) == 12 and all(r["judge"] == "heuristic:vader-tokens" and r["explainer"].startswith("heuristic") for r in rows)
     related = [r["feature"] for r in rows if r["related"]] or [0]
     prompts = world.review_prefixes(6, split="test")
-    result = ablation_effect(model, [sae], [related], prompts, vader_reward, n_random=1, max_new_tokens=6, n_boot=50)
+    result = ablation_effect(model, [sae], {"related": [related]}, prompts, vader_reward, n_random=1, max_new_tokens=6, n_boot=50)
     assert result["related"]["n_features"] == result["random"]["n_features"] == len(related)
     assert result["related"]["reward_before"] == result["random"]["reward_before"]  # the same draws
     low, high = result["related"]["drop_ci"]
