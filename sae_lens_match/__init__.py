@@ -9,6 +9,7 @@ How the code is organised (lower layers never import higher ones):
 - ``matching/``: the :class:`Matching` type, folding, SAE Match, stacks, paths, matchers;
 - ``evaluation/``: judging matchings (layer pruning, Fig. 3 curves, co-activation,
   matchers side by side, explanations);
+- ``flow/``: feature flow: predecessors across residual, attention and MLP SAEs, the flow graph, its causal check, steering;
 - ``report/``: the one writer of tables, plots and pages;
 - ``lfp/``: Learned Feedback Patterns, stage by stage;
 - ``world/``: the embedded offline world (a data source only the command line picks);

@@ -1,7 +1,7 @@
 """The package's layers, read from its imports: a lower layer never imports a higher one.
 
     base (registry, atomic, fingerprints, stages, version) < saes < assignment < sources < matching
-    < evaluation < report < lfp;  world sits on sources alone;  cli on everything.
+    < evaluation < flow < report < lfp;  world sits on sources alone;  cli on everything.
 
 Only the command line picks the embedded world: nothing else in the package imports it.
 """
@@ -20,11 +20,12 @@ ALLOWED = {
     "sources": BASE | {"saes"},
     "matching": BASE | {"saes", "assignment", "sources"},
     "evaluation": BASE | {"saes", "assignment", "sources", "matching"},
-    "report": BASE | {"saes", "assignment", "sources", "matching", "evaluation"},
-    "lfp": BASE | {"saes", "assignment", "sources", "matching", "evaluation", "report"},
+    "flow": BASE | {"saes", "assignment", "sources", "matching", "evaluation"},
+    "report": BASE | {"saes", "assignment", "sources", "matching", "evaluation", "flow"},
+    "lfp": BASE | {"saes", "assignment", "sources", "matching", "evaluation", "flow", "report"},
     "world": BASE | {"saes", "sources"},
     "package": BASE | {"saes", "sources", "matching"},  # sae_lens_match/__init__.py re-exports
-    "cli": BASE | {"saes", "assignment", "sources", "matching", "evaluation", "report", "lfp", "world"},
+    "cli": BASE | {"saes", "assignment", "sources", "matching", "evaluation", "flow", "report", "lfp", "world"},
 }
 
 

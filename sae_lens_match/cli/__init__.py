@@ -16,13 +16,13 @@ import logging
 import sys
 
 from sae_lens_match.assignment import DenseTooLargeError
-from sae_lens_match.cli import evaluate, lfp, match, world
+from sae_lens_match.cli import evaluate, flow, lfp, match, world
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sae-lens-match", description="SAE Match and Learned Feedback Patterns for SAELens + TransformerLens.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (match, evaluate, lfp, world):
+    for module in (match, evaluate, flow, lfp, world):
         module.add_parsers(sub)
     return parser
 

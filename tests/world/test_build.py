@@ -124,7 +124,9 @@ def test_generation_from_review_prefixes_produces_reviews(world_root):
     prefixes = review_prefixes(16, seed=0)
     completions = sample_completions(model, tok, prefixes, max_new_tokens=40, seed=0)
     assert completions == sample_completions(model, tok, prefixes, max_new_tokens=40, seed=0)
-    assert all(len(c.split()) >= 5 for c in completions)
+    # a sample may end early at EOS (the world's reviews often end on "10."), so judge the whole set
+    lengths = sorted(len(c.split()) for c in completions)
+    assert lengths[len(lengths) // 2] >= 20 and sum(n < 5 for n in lengths) <= 1
     lexicon_hits = [c for c in completions if SentimentIntensityAnalyzer().polarity_scores(c)["compound"] != 0]
     assert len(lexicon_hits) >= 12  # completions talk about the film with sentiment words
     assert sum(("was" in c or "is" in c) for c in completions) >= 12
