@@ -1,8 +1,7 @@
 """Feature flow on the embedded world: classes per layer, the causal check, and steering.
 
-The world has residual (``hook_resid_post``) and MLP-output (``hook_mlp_out``) SAEs at each of
-its 4 layers; attention-output SAEs are not built yet, so attention is a missing module and
-features made by attention can only show up as born (or be misread as translated). Printed:
+The world has residual (``hook_resid_post``), attention-output (``hook_attn_out``) and
+MLP-output (``hook_mlp_out``) SAEs at each of its 4 layers. Printed:
 
 1. class counts per layer, for decoder cosine and for SAE Match's folded-parameter MSE, with
    the null thresholds;
@@ -46,8 +45,7 @@ from sae_lens_match.sources import TokenSet, feature_activations, pack_texts
 
 
 def world_stack() -> FlowStack:
-    attention = world.load_saes("attn_out") if "attn_out" in world.HOOK_KINDS else None
-    return FlowStack(world.load_saes("resid_post"), attention=attention, mlp=world.load_saes("mlp_out"))
+    return FlowStack(world.load_saes("resid_post"), attention=world.load_saes("attn_out"), mlp=world.load_saes("mlp_out"))
 
 
 def sentiment_scores(model, stack: FlowStack, layer: int, select: str) -> torch.Tensor:
@@ -104,7 +102,7 @@ def main() -> None:
     start = time.perf_counter()
     stack = world_stack()
     model = world.load_model("hooked_sae")
-    print(f"world: {stack.n_layers} layers; modules: residual, {'attention, ' if stack.attention else ''}mlp (attention SAEs: {'yes' if stack.attention else 'not built yet'})")
+    print(f"world: {stack.n_layers} layers; modules: residual, attention, mlp")
 
     graphs = {}
     for similarity, null in (("cosine", "whitened"), ("cosine", "isotropic"), ("mse", "whitened")):
@@ -115,7 +113,7 @@ def main() -> None:
         n_split = sum(b.kind == "split" for b in graph.branchings)
         n_merge = sum(b.kind == "merge" for b in graph.branchings)
         print(f"\n== classes per layer ({similarity}; threshold: {null} null, quantile 0.99); {len(graph.edges)} edges, {n_split} splits, {n_merge} merges")
-        print(format_table(rows, ["layer", "n_features", "translated", "attention", "mlp", "mix", "born", "fraction_translated", "thr_residual", "thr_mlp"], digits=3))
+        print(format_table(rows, ["layer", "n_features", "translated", "attention", "mlp", "mix", "born", "fraction_translated", "thr_residual", "thr_attention", "thr_mlp"], digits=3))
 
     graph = graphs["cosine", "whitened"]
     data = TokenSet(model, world.tokens("test", args.texts), batch_size=32, progress=False)

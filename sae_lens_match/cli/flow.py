@@ -1,7 +1,6 @@
 """``sae-lens-match flow``: the feature flow graph of a model's SAEs, its causal check and steering.
 
-SAEs: ``--world`` (the embedded world's ``resid_post`` and ``mlp_out`` SAEs, and its
-``attn_out`` SAEs once it has them), or ``--residual`` SAEs with optional ``--attention`` and
+SAEs: ``--world`` (the embedded world's ``resid_post``, ``attn_out`` and ``mlp_out`` SAEs), or ``--residual`` SAEs with optional ``--attention`` and
 ``--mlp`` SAEs, one per layer (``none`` for a missing one). Writes into ``--out``:
 ``graph.json`` (:class:`~sae_lens_match.flow.FlowGraph`), ``class_counts.{json,csv}``, and with
 data (``--world``, or ``--model`` with ``--tokens``) ``causal_edges.{json,csv}`` and
@@ -113,8 +112,7 @@ def _stack_inputs(args: argparse.Namespace) -> _Inputs:
     if args.world:
         if args.residual or args.attention or args.mlp or args.model or args.tokens:
             raise ValueError("--world brings its own SAEs, model and tokens; drop --residual/--attention/--mlp/--model/--tokens.")
-        side = {kind: world.load_saes(kind, seed=args.seed) if kind in world.HOOK_KINDS else None for kind in ("attn_out", "mlp_out")}
-        stack = FlowStack(world.load_saes("resid_post", seed=args.seed), attention=side["attn_out"], mlp=side["mlp_out"])
+        stack = FlowStack(*(world.load_saes(kind, seed=args.seed) for kind in ("resid_post", "attn_out", "mlp_out")))
         model = world.load_model("hooked_sae", seed=args.seed)
         data = TokenSet(model, world.tokens("test", args.n_texts, seed=args.seed), args.bos_token_id, args.batch_size)
         return _Inputs(stack, data, world.review_prefixes(args.prefixes, seed=args.seed))

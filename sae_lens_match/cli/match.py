@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sae_lens_match import world
 from sae_lens_match.cli.options import add_match_options, add_out, add_unmatched_options, match_config, out_dir, positive_int, unmatched_rule
 from sae_lens_match.evaluation.cost_summary import CostSummaryConfig, run_cost_summary
 from sae_lens_match.matching.layers import match_layers
@@ -24,7 +25,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=lambda args: run_match(args.saes, args))
 
     p = sub.add_parser("demo", help="run SAE Match end to end on the embedded default (offline)")
-    p.add_argument("--hook", choices=["resid_post", "mlp_out"], default="resid_post", help="which world SAEs to match")
+    p.add_argument("--hook", choices=list(world.HOOK_KINDS), default="resid_post", help="which world SAEs to match")
     p.add_argument("--synthetic", action="store_true", help="use a planted synthetic stack instead, scored against its truth")
     p.add_argument("--layers", type=positive_int, default=6, help="--synthetic: stack depth (at least 2)")
     p.add_argument("--d-in", type=positive_int, default=64, help="--synthetic: SAE input width")

@@ -10,7 +10,7 @@ cache directory (``$SAE_LENS_MATCH_CACHE/world``, default ``~/.cache/sae_lens_ma
 - a byte-level BPE tokenizer and a 4-layer GPT-NeoX (Pythia architecture) trained on it
   (``load_model``: Hugging Face model, HookedTransformer, HookedSAETransformer or
   TransformerBridge);
-- JumpReLU SAEs on ``hook_resid_post`` and ``hook_mlp_out`` of every layer, trained with
+- JumpReLU SAEs on ``hook_resid_post``, ``hook_mlp_out`` and ``hook_attn_out`` of every layer, trained with
   SAELens and saved in its format (``load_saes``, ``sae_dirs``).
 
 ``build_world(force=True)`` / ``rebuild()`` rebuild it.

@@ -12,6 +12,7 @@ visible and concurrent builders wait for each other. Layout::
     <key>/model/                          HF checkpoint + tokenizer (save_pretrained)
     <key>/saes/blocks.L.hook_resid_post/  SAELens format (cfg.json + safetensors)
     <key>/saes/blocks.L.hook_mlp_out/
+    <key>/saes/blocks.L.hook_attn_out/
 
 Same seed and config on the same machine type and thread count give bitwise the same
 weights (``world.json`` records their SHA-256).
@@ -80,7 +81,7 @@ class WorldConfig:
     lm_batch_size: int = 64
     lm_lr: float = 5e-3
     # SAEs, one per layer and hook kind
-    sae_hooks: tuple[str, ...] = ("resid_post", "mlp_out")
+    sae_hooks: tuple[str, ...] = ("resid_post", "mlp_out", "attn_out")
     sae_train_tokens: int = 200_000
     sae: SAETrainingConfig = field(
         default_factory=lambda: SAETrainingConfig(

@@ -88,7 +88,7 @@ def sae_dirs(
 
 
 def load_saes(hook: str = "resid_post", *, layers: Sequence[int] | None = None, device: str = "cpu", **world: Any) -> list[SAE]:
-    """The world's JumpReLU SAEs at ``blocks.L.hook_<hook>`` (``"resid_post"`` or ``"mlp_out"``), ordered by layer.
+    """The world's JumpReLU SAEs at ``blocks.L.hook_<hook>`` (``"resid_post"``, ``"mlp_out"`` or ``"attn_out"``), ordered by layer.
 
     ``world``: ``seed``, ``cache_dir``, ``config``, ``progress`` of :func:`sae_dirs`.
 

@@ -27,7 +27,7 @@ from sae_lens.saes.sae import SAEMetadata
 
 from sae_lens_match.sources.training import save_inference_sae, train_sae
 
-HOOK_KINDS = ("resid_post", "mlp_out")
+HOOK_KINDS = ("resid_post", "mlp_out", "attn_out")
 
 
 @dataclass(frozen=True)

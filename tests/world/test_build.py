@@ -69,7 +69,7 @@ def test_same_seed_same_weights_hash_other_seed_differs(tmp_path):
     assert ma["model_sha256"] == mb["model_sha256"] and ma["sae_sha256"] == mb["sae_sha256"]
     assert (a / "model" / "tokenizer.json").read_bytes() == (b / "model" / "tokenizer.json").read_bytes()
     assert ma["model_sha256"] != mc["model_sha256"]
-    assert set(ma["sae_sha256"]) == {f"blocks.{l}.hook_{k}" for l in range(2) for k in ("resid_post", "mlp_out")}
+    assert set(ma["sae_sha256"]) == {f"blocks.{l}.hook_{k}" for l in range(2) for k in ("resid_post", "mlp_out", "attn_out")}
 
 
 def test_build_is_cached_and_force_replaces_atomically(tmp_path):
@@ -91,7 +91,7 @@ def test_default_world_manifest(world_root):
     assert m["build_seconds"] < 600
     assert m["lm"]["eval_loss_after"] < m["lm"]["eval_loss_before"] - 4
     assert m["lm"]["sentiment_margin"] > 0.5
-    assert len(m["saes"]) == 2 * m["config"]["n_layers"]
+    assert len(m["saes"]) == 3 * m["config"]["n_layers"]
     assert all(s["explained_variance"] > EV_BAR and s["min_threshold"] > 0 for s in m["saes"].values())
 
 
@@ -156,7 +156,7 @@ def test_fine_tuning_on_positive_reviews_shifts_completion_sentiment(world_root)
 # --- SAEs -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("hook", ["resid_post", "mlp_out"])
+@pytest.mark.parametrize("hook", ["resid_post", "mlp_out", "attn_out"])
 def test_saes_load_and_reconstruct_held_out_activations(world_root, held_out_rows, hook):
     saes = load_saes(hook)
     model = load_model()
@@ -169,7 +169,9 @@ def test_saes_load_and_reconstruct_held_out_activations(world_root, held_out_row
         stats = sae_stats(sae, acts[sae.cfg.metadata.hook_name])
         assert stats["explained_variance"] > EV_BAR, (sae.cfg.metadata.hook_name, stats)
         assert 1 < stats["l0"] < d_model / 2, stats
-        assert stats["dead_fraction"] < 0.25, stats
+        # a 4-head attention output uses fewer directions: up to half of its 512 features stay
+        # silent on these rows (README, "The embedded default world")
+        assert stats["dead_fraction"] < (0.5 if hook == "attn_out" else 0.25), stats
     # the directory is plain SAELens format
     again = SAE.load_from_disk(world_root / "saes" / "blocks.1.hook_resid_post")
     torch.testing.assert_close(again.W_dec, load_saes("resid_post", layers=[1])[0].W_dec)
@@ -238,6 +240,6 @@ def test_bad_arguments_fail_clearly(world_root):
     with pytest.raises(ValueError, match="kind"):
         load_model("onnx")
     with pytest.raises(ValueError, match="hook"):
-        load_saes("attn_out")
+        load_saes("resid_pre")
     with pytest.raises(ValueError, match="layers"):
         load_saes("resid_post", layers=[99])
