@@ -54,7 +54,16 @@ def test_flow_command_on_the_world(world_root, tmp_path, capsys):
                  "--max-new-tokens", "4", "--out", str(out)]) == 0
     graph = FlowGraph.load(out / "graph.json")
     assert [info.hooks.get("mlp") for info in graph.layers] == [f"blocks.{L}.hook_mlp_out" for L in range(graph.n_layers)]
+    assert [info.hooks.get("attention") for info in graph.layers] == [f"blocks.{L}.hook_attn_out" for L in range(graph.n_layers)]
     summary = json.loads((out / "causal_summary.json").read_text())
     assert any(r["layer"] == "all" and r["target_class"] == "all" and r["n_edges"] > 0 for r in summary)
     steering = json.loads((out / "steering_summary.json").read_text())
     assert {r["mode"] for r in steering} == {"none", "layer", "flow", "random_layer", "random_flow"}
+
+
+def test_releases_offline_fail_naming_the_release(tmp_path, capsys):
+    release = "gemma-scope-2b-pt-res-canonical"
+    specs = [f"{release}:layer_{L}/width_16k/canonical" for L in (11, 12)]
+    assert main(["flow", "--residual", *specs, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert release in err and len(err.strip().splitlines()) == 1
