@@ -36,6 +36,7 @@ from sae_lens_match.flow import (
     build_flow_graph,
     causal_check,
     causal_summary,
+    median_norm,
     steering_runs,
     steering_summary,
 )
@@ -79,11 +80,6 @@ def sentiment_feature(model, stack: FlowStack, graph, layer: int, select: str, m
         if len(graph.flow(Node(layer, "residual", f))) >= min_flow:
             return Node(layer, "residual", f), float(scores[f])
     raise ValueError(f"No residual feature of layer {layer} has a flow of {min_flow} nodes.")
-
-
-def resid_norm(data: TokenSet, hook: str) -> float:
-    _, cache = data.model.run_with_cache(data.tokens[:16], names_filter=hook)
-    return float(cache[hook][data.position_mask(data.tokens[:16])].norm(dim=-1).median())
 
 
 def main() -> None:
@@ -143,7 +139,7 @@ def main() -> None:
 
     node, margin = sentiment_feature(model, stack, graph, args.layer, args.select, args.min_flow)
     flow = graph.flow(node)
-    norm = resid_norm(data, stack.hook("residual", args.layer))
+    norm = median_norm(data, stack.hook("residual", args.layer))
     print(f"\n== steering feature {node.layer}:{node.feature} (sentiment score by {args.select}: {margin:.3f}); flow of {len(flow)} nodes: "
           + ", ".join(f"{n.layer}/{n.module}/{n.feature}" for n in flow) + f"; median resid_post norm {norm:.2f}")
     prefixes = world.review_prefixes(args.prefixes, split="test")

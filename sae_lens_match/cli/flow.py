@@ -30,6 +30,7 @@ from sae_lens_match.flow import (
     causal_check,
     causal_summary,
     effect_rows,
+    median_norm,
     steering_runs,
     steering_summary,
 )
@@ -89,7 +90,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-texts", type=positive_int, default=32, help="--world: test reviews for the causal check and steering")
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--steer", type=residual_node, default=None, help="--world: steer this residual feature (LAYER:FEATURE) alone and along its flow")
-    p.add_argument("--coefficient", type=finite_float, default=steer.coefficient, help=f"steering: total norm added (default: {steer.coefficient})")
+    p.add_argument("--coefficient", type=finite_float, default=0.5, help="steering: total norm added, in units of the median activation norm at the steered feature's hook (default: 0.5; negative subtracts)")
     p.add_argument("--prefixes", type=positive_int, default=24, help="steering: review prefixes completed per run")
     p.add_argument("--max-new-tokens", type=positive_int, default=steer.max_new_tokens)
     p.add_argument("--temperature", type=positive_float, default=steer.temperature)
@@ -153,7 +154,8 @@ def run_flow(args: argparse.Namespace) -> dict[str, list[dict]]:
         if effects:
             print(format_table(tables["causal_summary"], list(tables["causal_summary"][0])))
     if steer is not None:
-        steering = SteeringConfig(args.coefficient, args.max_new_tokens, args.temperature, tuple(range(args.seeds)))
+        scale = median_norm(inputs.data, inputs.stack.hook("residual", steer.layer))
+        steering = SteeringConfig(args.coefficient * scale, args.max_new_tokens, args.temperature, tuple(range(args.seeds)))
         rows = steering_runs(inputs.data, inputs.stack, graph, steer, inputs.prefixes, vader_reward, steering)
         tables["steering"], tables["steering_summary"] = rows, steering_summary(rows)
         print(format_table(tables["steering_summary"], list(tables["steering_summary"][0])))

@@ -168,6 +168,15 @@ def steering_runs(
     return rows
 
 
+@torch.no_grad()
+def median_norm(data: TokenSet, hook: str, *, rows: int = 16) -> float:
+    """The median norm of the activations at ``hook`` over the evaluated positions of the first
+    ``rows`` rows of ``data``: the scale a steering coefficient is read against."""
+    tokens = data.tokens[:rows]
+    _, cache = data.model.run_with_cache(tokens.to(next(data.model.parameters()).device), names_filter=hook)
+    return float(cache[hook][data.position_mask(tokens)].norm(dim=-1).median())
+
+
 def steering_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per mode: mean over seeds of the target change and of the score, with a 95 % normal
     confidence half-width over seeds (nan for one seed)."""

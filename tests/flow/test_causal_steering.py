@@ -13,6 +13,7 @@ from sae_lens_match.flow import (
     build_flow_graph,
     causal_check,
     causal_summary,
+    median_norm,
     random_nodes,
     steering_hooks,
     steering_vectors,
@@ -126,3 +127,12 @@ def test_activation_change_matches_a_hand_computation(setup):
     expected = (sae.encode(seen["x"]) - sae.encode(clean[hook]))[..., 5][mask].mean().item()
     assert activation_change(data, stack, vectors, target) == pytest.approx(expected, abs=1e-5)
     assert expected != 0.0
+
+
+def test_median_norm_reads_the_evaluated_positions_of_the_hook(setup):
+    model, data, stack, _ = setup
+    hook = stack.hook("residual", 1)
+    _, cache = model.run_with_cache(data.tokens)
+    expected = cache[hook][data.position_mask(data.tokens)].norm(dim=-1).median()
+    assert median_norm(data, hook) == pytest.approx(float(expected))
+    assert median_norm(data, hook) != pytest.approx(float(cache[hook].norm(dim=-1).median()))  # BOS left out
