@@ -10,7 +10,7 @@
 
 from sae_lens_match.report.matching_report import write_matching_report
 from sae_lens_match.report.pages import html_table, write_page
-from sae_lens_match.report.plots import COLORS, Line, Panel, figure_html, gradient, line_panels, write_figure, write_png
+from sae_lens_match.report.plots import COLORS, Line, Panel, figure_html, gradient, line_panels, ship_plotly, write_figure, write_png
 from sae_lens_match.report.tables import format_table, markdown_table, write_result, write_table
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "html_table",
     "line_panels",
     "markdown_table",
+    "ship_plotly",
     "write_figure",
     "write_matching_report",
     "write_page",

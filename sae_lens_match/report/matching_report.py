@@ -10,19 +10,20 @@ from sae_lens_match.evaluation.cost_summary import CostSummaryRow
 from sae_lens_match.evaluation.results import EvalResult
 from sae_lens_match.matching.matching import Matching
 from sae_lens_match.report.pages import html_table, write_page
-from sae_lens_match.report.plots import COLORS, Line, Panel, figure_html, gradient, write_png
+from sae_lens_match.report.plots import COLORS, Line, Panel, figure_html, gradient, ship_plotly, write_png
 from sae_lens_match.report.tables import write_result
 
 TITLE = "SAE Match report"
 
 
 def write_matching_report(out_dir: str | Path, summary: EvalResult[CostSummaryRow], matchings: Sequence[Matching]) -> list[Path]:
-    """Write ``summary.json``, ``summary.csv``, ``report.html`` and ``report.png`` into ``out_dir``."""
+    """Write ``summary.json``, ``summary.csv``, ``report.html`` (with ``plotly.min.js``) and ``report.png`` into ``out_dir``."""
     out_dir = Path(out_dir)
     rows = summary.rows()
     panels = _panels(rows, matchings)
     table = html_table(rows, ["pair", "source", "target", "mean_cost", "median_cost", "random_pair_cost", "fraction_matched"])
     rule = f"<p>A pair counts as unmatched when its {html.escape(rows[0]['unmatched_rule'])}.</p>"
+    ship_plotly(out_dir)
     page = write_page(out_dir / "report.html", TITLE, [table, rule, figure_html(panels, title=TITLE)])
     return [*write_result(out_dir, "summary", summary), page, write_png(out_dir / "report.png", panels, title=TITLE)]
 

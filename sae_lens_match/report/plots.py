@@ -1,10 +1,13 @@
 """Plots: one description (:class:`Panel` of :class:`Line`), drawn twice.
 
-:func:`write_figure` writes an interactive plotly HTML page (plotly's JavaScript inlined, so it
-opens offline) and a PNG beside it with the same stem, drawn by matplotlib's object API
+:func:`write_figure` writes an interactive plotly HTML page and a PNG beside it with the same stem, drawn by matplotlib's object API
 (``matplotlib.figure.Figure`` renders with Agg and never touches pyplot or the user's
 backend). Plotly's own PNG export needs kaleido and a browser, which are not available
 offline. Both libraries are imported only when a plot is written.
+
+Plotly's JavaScript (about 4.7 MB) is shipped once per folder as ``plotly.min.js``
+(:func:`ship_plotly`) and each page loads it from there, so pages open offline from disk
+without carrying a copy each.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from sae_lens_match.atomic import atomic_path
+from sae_lens_match.atomic import atomic_path, write_text
 from sae_lens_match.report.pages import write_page
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -57,12 +60,14 @@ def write_figure(path: str | Path, panels: Sequence[Panel], *, title: str) -> li
     if not panels:
         raise ValueError(f"No panels to plot for {title!r}.")
     path = Path(path)
+    ship_plotly(path.parent)
     write_page(path, title, [figure_html(panels, title=title)])
     return [path, write_png(path.with_suffix(".png"), panels, title=title)]
 
 
 def figure_html(panels: Sequence[Panel], *, title: str) -> str:
-    """The panels as a plotly ``<div>`` with its JavaScript inlined (one legend entry per series name)."""
+    """The panels as a plotly ``<div>`` (one legend entry per series name) that loads plotly from
+    ``plotly.min.js`` beside the page: :func:`ship_plotly` puts it there."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -82,7 +87,22 @@ def figure_html(panels: Sequence[Panel], *, title: str) -> str:
         fig.update_xaxes(title_text=panel.xlabel, row=1, col=col)
         fig.update_yaxes(title_text=panel.ylabel, type="log" if panel.log_y else None, row=1, col=col)
     fig.update_layout(title=title, height=450, width=max(500, 450 * len(panels)))
-    return fig.to_html(full_html=False, include_plotlyjs=True)
+    return fig.to_html(full_html=False, include_plotlyjs=PLOTLY_JS)
+
+
+PLOTLY_JS = "plotly.min.js"
+
+
+def ship_plotly(folder: str | Path) -> Path:
+    """Write plotly's JavaScript bundle as ``folder/plotly.min.js`` (atomically, once: an
+    existing copy of the installed version is kept)."""
+    from plotly.offline import get_plotlyjs
+
+    path = Path(folder) / PLOTLY_JS
+    bundle = get_plotlyjs()
+    if not (path.is_file() and path.stat().st_size == len(bundle.encode())):
+        write_text(path, bundle)
+    return path
 
 
 def write_png(path: str | Path, panels: Sequence[Panel], *, title: str, dpi: int = 100) -> Path:

@@ -22,7 +22,10 @@ def test_tables_and_plots_are_written(tmp_path):
     assert text.splitlines()[2].split() == ["0", "a", "0.5"]
     assert markdown_table(rows, ["method", "delta_loss"]).splitlines()[:2] == ["| method | delta_loss |", "|---|---|"]
     page, png = write_figure(tmp_path / "out" / "plot.html", line_panels(rows, x="pair", series="method", panels=["delta_loss", "explained_variance"]), title="t")
-    assert page.read_text().lower().startswith("<!doctype html>") and "plotly" in page.read_text()
+    assert page.read_text().lower().startswith("<!doctype html>") and "src=\"plotly.min.js\"" in page.read_text()
+    # plotly's JavaScript lives once beside the pages, not inside each of them
+    bundle = (tmp_path / "out" / "plotly.min.js").read_text()
+    assert len(bundle) > 1_000_000 and len(page.read_text()) < 100_000
     # the PNG beside it: two panels of 450 px at 100 dpi
     assert png == tmp_path / "out" / "plot.png" and assert_png(png) == (900, 450)
     faceted = line_panels([{**r, "term": t} for r in rows for t in ("W_dec", "W_enc", "b_enc")], x="pair", series="method", panels=["delta_loss"], facet="term", log_y=["delta_loss"])
@@ -30,6 +33,7 @@ def test_tables_and_plots_are_written(tmp_path):
     assert [line.name for line in faceted[0].lines] == ["a", "b"] and faceted[0].lines[0].x == [0, 1]
     html_path, png_path = write_figure(tmp_path / "out" / "faceted.html", faceted, title="t")
     assert html_path.read_text().lower().startswith("<!doctype html>") and png_path == tmp_path / "out" / "faceted.png"
+    assert (tmp_path / "out" / "plotly.min.js").read_text() == bundle and len(list((tmp_path / "out").glob("*.js"))) == 1
     assert assert_png(png_path)[0] == 3 * 450  # one panel per term
     assert not list((tmp_path / "out").glob(".*.tmp"))  # atomic writes leave no temporaries
     with pytest.raises(ValueError, match="No rows"):
