@@ -82,12 +82,22 @@ def _quantize(x: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor, 
     return padded, scale, rounded.norm(dim=1), err
 
 
-def _int_mm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
-    """Exact int32 ``a @ b_t``; on CUDA ``_int_mm`` wants more than 16 rows (and dimensions
-    in multiples of 8, which the callers' padding provides)."""
-    if a.is_cuda and a.shape[0] <= 16:
-        pad = torch.zeros((17 - a.shape[0], a.shape[1]), dtype=a.dtype, device=a.device)
-        return torch._int_mm(torch.cat([a, pad]), b_t)[: a.shape[0]]
+def cuda_int_mm_rules(device: torch.device) -> bool:
+    """Whether ``torch._int_mm`` on ``device`` has CUDA's shape rules: more than 16 rows, inner
+    and output widths in multiples of 8."""
+    return device.type == "cuda"
+
+
+def _int_mm(a: torch.Tensor, b_t: torch.Tensor, cuda_rules: bool) -> torch.Tensor:
+    """Exact int32 ``a @ b_t``. Under CUDA's rules (:func:`cuda_int_mm_rules`) few rows are
+    padded with zeros; the widths must come padded by the callers, and are checked here so that
+    a CPU run with the rules forced on fails where a GPU run would."""
+    if cuda_rules:
+        if a.shape[1] % 8 or b_t.shape[1] % 8:
+            raise ValueError(f"int8 matmul widths must be multiples of 8 on CUDA, got {a.shape[1]} and {b_t.shape[1]}.")
+        if a.shape[0] <= 16:
+            pad = torch.zeros((17 - a.shape[0], a.shape[1]), dtype=a.dtype, device=a.device)
+            return torch._int_mm(torch.cat([a, pad]), b_t)[: a.shape[0]]
     return torch._int_mm(a, b_t)
 
 
@@ -112,6 +122,8 @@ class Scorer:
         a_rows: score only these rows of ``a`` (gathered a chunk at a time, never copied whole);
             ``sq_a`` and chunk positions then refer to them.
         chunk: rows of B prepared at once (small chunks keep the temporaries in cache).
+        cuda_rules: follow CUDA's int8 matmul shape rules (default: where ``a`` lives on CUDA);
+            forcing them on a CPU runs the GPU's code path (see :func:`cuda_int_mm_rules`).
     """
 
     def __init__(
@@ -124,12 +136,14 @@ class Scorer:
         sq_b: torch.Tensor | None = None,
         a_rows: torch.Tensor | None = None,
         chunk: int = 256,
+        cuda_rules: bool | None = None,
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if a_rows is not None and precision != "fp32":
             raise ValueError("a_rows is only supported in fp32")
         self.a, self.precision = a, precision
+        self.cuda_rules = cuda_int_mm_rules(a.device) if cuda_rules is None else cuda_rules
         self.a_rows = None if a_rows is None else a_rows.to(a.device)
         a_norm = (sq_norms(a) if sq_a is None else sq_a.to(a.device)).sqrt()
         b_norm = (sq_norms(b) if sq_b is None else sq_b.to(b.device)).sqrt()
@@ -198,7 +212,7 @@ class Scorer:
             for c0 in range(0, n_b, width):
                 c1 = min(c0 + width, n_b)
                 # B's padding keeps each block's width a multiple of 8 (CUDA's int8 matmul).
-                dots = _int_mm(q, self.b_t[:, c0 : min(c0 + width, self.b_t.shape[1])])[:, : c1 - c0]
+                dots = _int_mm(q, self.b_t[:, c0 : min(c0 + width, self.b_t.shape[1])], self.cuda_rules)[:, : c1 - c0]
                 yield c0, torch.mul(dots, col[None, c0:c1]).mul_(row[:, None])
             return
         a = a.float()

@@ -13,13 +13,20 @@ the full problem, and so is the matching, when this is ``>= 0`` for every pair.
    only a candidate: it is in the answer only if it is optimal). LP duals of the graph
    optimum come from :func:`.lap.duals`, pushed towards ``s_i >= rho_i |a_i|^2`` and
    ``t_j >= rho'_j |b_j|^2``.
-3. **Optimality check**: a pair whose row and column both meet those inequalities is proven
-   by the survey's bound alone. Every other pair is tested against the bound, and the rows
-   and columns of the pairs it cannot prove are scored again in float32 with rigorous error
-   bounds (:mod:`.scores`). If none has a negative reduced cost, the matching is optimal for
-   the full problem. Otherwise each row's ``k_add`` most negative pairs join the graph and
-   2-3 repeat. Only features without a clear counterpart (the few whose best pairs are all
-   near-ties) reach the float32 check, so rounds are much cheaper than a full pass.
+3. **Optimality check** (a *pricing pass*): a pair whose row and column both meet those
+   inequalities is proven by the survey's bound alone. Every other pair is tested against the
+   bound, and the rows and columns of the pairs it cannot prove are scored again in float32
+   with rigorous error bounds (:mod:`.scores`). If none has a negative reduced cost, the
+   matching is optimal for the full problem. Otherwise each row's ``k_add`` most negative
+   pairs join the graph and 2-3 repeat.
+4. **Incremental pricing** (:mod:`.pricing`): on pairs without a clear counterpart (a
+   near-tie block) each re-solve exposes a few new violations, so a proof takes several
+   passes, and each used to rescore the whole block. Now a rescoring keeps each row's
+   ``k_pool`` smallest bounds as lower bounds on their costs (the pool), and a lower bound
+   ``tau`` on all the row's other pairs. A later pass prices the pool without scoring and
+   rescores only the pairs whose ``tau``, moved by the duals' change since, no longer proves
+   them. The proof stays a full one: every pair is covered by the graph's duals, the pool,
+   the survey's bound, a recorded ``tau`` or a new float32 bound.
 
 ``info["gap_bound"]`` is ``primal - dual`` of the final certificate (float64 rounding only
 when ``proven_optimal``); if ``max_rounds`` runs out first, it is a rigorous bound on how far
@@ -37,6 +44,7 @@ from tqdm.auto import tqdm
 
 from sae_lens_match.assignment import lap
 from sae_lens_match.assignment.core import Assignment, exact_costs, register_solver
+from sae_lens_match.assignment.pricing import NO_INDEX, Coverage, Pool
 from sae_lens_match.assignment.scores import PRECISIONS, Scorer
 from sae_lens_match.assignment.survey import Survey, survey
 
@@ -54,6 +62,7 @@ def sparse_assign(
     k: int = 8,
     k_weak: int = 32,
     k_add: int = 16,
+    k_pool: int = 32,
     precision: str = "int8",
     chunk_size: int | None = None,
     max_rounds: int = 100,
@@ -67,6 +76,8 @@ def sparse_assign(
         k: candidates per row and per column from the survey.
         k_weak: candidates from the survey for a row or column without a clear counterpart.
         k_add: pairs a row may add to the graph per round of the optimality check.
+        k_pool: nearly tight pairs a row keeps from a rescoring (per column piece), priced
+            again at later duals without scoring (see :mod:`.pricing`).
         precision: matmul of the survey: ``"int8"`` (exact int32 accumulation of rounded
             inputs, about 2.5x faster than float32 on CPUs with VNNI) or ``"fp32"``. Either way
             its bounds are rigorous; float32's are tighter, so fewer pairs need a second look.
@@ -76,8 +87,8 @@ def sparse_assign(
         seed: seed of the int8 survey's random mixing (results do not depend on it).
         progress: show progress bars (default: for problems above 10^8 pairs).
     """
-    if k < 1 or k_add < 1 or max_rounds < 1:
-        raise ValueError(f"k, k_add and max_rounds must be at least 1, got k={k}, k_add={k_add}, max_rounds={max_rounds}.")
+    if min(k, k_add, k_pool, max_rounds) < 1:
+        raise ValueError(f"k, k_add, k_pool and max_rounds must be at least 1, got k={k}, k_add={k_add}, k_pool={k_pool}, max_rounds={max_rounds}.")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     n_a, n_b = a.shape[0], b.shape[0]
@@ -100,10 +111,13 @@ def sparse_assign(
     cap_u = sv.sq_a * (1 - sv.rho_a.clamp(min=0))
     cap_v = sv.sq_b * (1 - sv.rho_b.clamp(min=0))
     tick("survey")
-    stats = {"candidate_edges": len(edges), "rounds": 0, "completion_edges": 0, "rescored_pairs": []}
+    stats = {"candidate_edges": len(edges), "rounds": 0, "completion_edges": 0, "added_edges": [], "rescored_pairs": [], "round_seconds": []}
     proven = False
+    # What earlier passes proved, so that a pass rescores only what the duals' change undid.
+    pool, coverage = Pool.empty(), Coverage(n_a, n_b)
     bar = tqdm(total=max_rounds, desc="optimality check", disable=not progress, leave=False)
     while True:
+        round_start = time.perf_counter()
         edges, added = _complete(edges, a, b)
         stats["completion_edges"] += added
         match = lap.solve(edges)
@@ -114,33 +128,22 @@ def sparse_assign(
         u, v = lap.duals(gridded, match, tol, cap_u, cap_v)
         tick("assignment")
         stats["rounds"] += 1
-        new_rows, new_cols = [], []
-        worst = torch.zeros(n_a, dtype=torch.float64)
-        rescored = 0
-        # Smaller strip first. Once it turns up many violations (early rounds, when the graph
-        # is still far from optimal), the other waits for better duals, except in the last
-        # round, whose gap bound needs every pair.
-        for strip in sorted(unproven(sv, u, v, tol), key=lambda blocks: sum(len(r) * len(c) for r, c in blocks)):
-            for rows, cols in strip:
-                rescored += len(rows) * len(cols)
-                found_rows, found_cols, block_worst = recheck(a, b, sv, rows, cols, u, v, edges, k_add=k_add, tol=tol, chunk_size=chunk_size)
-                new_rows.append(found_rows)
-                new_cols.append(found_cols)
-                worst = torch.minimum(worst, block_worst)
-            if int((worst < -tol).sum()) * 100 >= n_a and stats["rounds"] < max_rounds:
-                break
+        new_rows, new_cols, worst, pool, rescored = _pricing_pass(
+            a, b, sv, u, v, edges, pool, coverage, k_add=k_add, k_pool=k_pool, tol=tol, chunk_size=chunk_size, last=stats["rounds"] >= max_rounds
+        )
         stats["rescored_pairs"].append(rescored)
-        new_rows, new_cols = torch.cat(new_rows or [torch.empty(0, dtype=torch.long)]), torch.cat(new_cols or [torch.empty(0, dtype=torch.long)])
+        stats["added_edges"].append(len(new_rows))
         tick("optimality_check")
         bar.update(1)
         bar.set_postfix(added=len(new_rows))
         if not len(new_rows):
             proven = True
+        elif stats["rounds"] < max_rounds:
+            edges = edges.add(new_rows, new_cols, exact_costs(a, b, new_rows, new_cols))
+            tick("optimality_check")
+        stats["round_seconds"].append(time.perf_counter() - round_start)
+        if proven or stats["rounds"] >= max_rounds:
             break
-        if stats["rounds"] >= max_rounds:
-            break
-        edges = edges.add(new_rows, new_cols, exact_costs(a, b, new_rows, new_cols))
-        tick("optimality_check")
     bar.close()
     sq_dist = edges.cost[edges.find(torch.arange(n_a), match)]
     # Weak duality: lowering each u_i by its worst violation makes (u, v) feasible everywhere.
@@ -158,6 +161,47 @@ def sparse_assign(
     return Assignment(cols=match, sq_dist=sq_dist, info=info)
 
 
+def _pricing_pass(a, b, sv, u, v, edges, pool, coverage, *, k_add, k_pool, tol, chunk_size, last):
+    """Bound every pair's reduced cost under ``(u, v)``: graph edges are feasible, pooled pairs
+    have their own bounds, the survey's bound settles most others; of the :func:`unproven`
+    blocks only rows whose earlier bounds no longer hold (:class:`.pricing.Coverage`) are
+    rescored in float32.
+
+    Returns ``(new_rows, new_cols, worst [n_a], pool, rescored)``: the pairs to add (all pairs
+    whose bound is below ``-tol`` are among them, or their rows' ``k_add`` smallest), each
+    row's smallest bound where below 0 (0 elsewhere: those are ``>= -tol``), the pool for
+    later rounds and the number of pairs rescored.
+    """
+    pool = pool.without(edges)
+    reduced = pool.reduced_lb(u, v)
+    worst = torch.zeros(a.shape[0], dtype=torch.float64).scatter_reduce_(0, pool.rows, reduced.clamp(max=0.0), "amin")
+    bad = reduced < -tol
+    new_rows, new_cols, pools = [pool.rows[bad]], [pool.cols[bad]], [pool]
+    coverage.new_pass(u, v)
+    rescored = 0
+    # Smaller strip first. Once it turns up many violations (early rounds, when the graph
+    # is still far from optimal), the other waits for better duals, except in the last
+    # round, whose gap bound needs every pair.
+    for strip in sorted(unproven(sv, u, v, tol), key=lambda blocks: sum(len(r) * len(c) for r, c in blocks)):
+        if int((worst < -tol).sum()) * 100 >= a.shape[0] and not last:
+            break
+        for rows, cols in strip:
+            bad_r, bad_c = coverage.unproven(rows, cols, u, v, tol)
+            rows, cols = rows[bad_r], cols[bad_c]
+            if not len(rows):
+                continue
+            rescored += len(rows) * len(cols)
+            found_rows, found_cols, block_worst, block_pool, tau = recheck(
+                a, b, sv, rows, cols, u, v, edges, k_add=k_add, k_pool=k_pool, tol=tol, chunk_size=chunk_size
+            )
+            coverage.record(rows, cols, tau)
+            new_rows.append(found_rows)
+            new_cols.append(found_cols)
+            pools.append(block_pool)
+            worst = torch.minimum(worst, block_worst)
+    return torch.cat(new_rows), torch.cat(new_cols), worst, Pool.cat(pools), rescored
+
+
 def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, group: int = 4096) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
     """Blocks holding every pair the survey's bound cannot prove has a reduced cost ``>= -tol``.
 
@@ -170,8 +214,9 @@ def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, group: in
     not hold, so they may be reported; the recheck skips graph edges).
 
     Returns:
-        Per strip with unproven pairs, ``(rows, cols)`` blocks of int64 indices (CPU), one per
-        ``group`` sorted rows: the rows and the columns of the group's unproven pairs.
+        Per strip (weak rows, then weak columns; empty where nothing is unproven),
+        ``(rows, cols)`` blocks of int64 indices (CPU), one per ``group`` sorted rows: the
+        (sorted) rows and the columns of the group's unproven pairs.
     """
     s, t = sv.sq_a - u, sv.sq_b - v
     # Rounding allowance of the float64 tests, relative to the magnitudes involved.
@@ -186,8 +231,7 @@ def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, group: in
     row = (s.float() - lift_a, sv.sq_a.sqrt().float(), sv.rho_a.float())
     col = (t.float() - lift_b, (2 * sv.sq_b.sqrt()).float(), sv.rho_b.float())
     strips = [(weak_rows, torch.arange(len(t))), (torch.arange(len(s)), weak_cols)]
-    strips = [_unproven_strip(_tiles(r, *row), _tiles(c, *col), group) for r, c in strips if len(r) and len(c)]
-    return [blocks for blocks in strips if blocks]
+    return [_unproven_strip(_tiles(r, *row), _tiles(c, *col), group) if len(r) and len(c) else [] for r, c in strips]
 
 
 _TILE = 128
@@ -247,24 +291,29 @@ def recheck(
     edges: lap.Edges,
     *,
     k_add: int,
+    k_pool: int,
     tol: float,
     chunk_size: int,
     piece_bytes: int = 1 << 28,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Pool, torch.Tensor]:
     """Rigorous lower bounds on ``c_ij - u_i - v_j`` over ``rows x cols`` (float32 scores).
 
     Columns go in pieces of at most ``piece_bytes`` of float32 points, rows in chunks
     gathered as they are scored, so memory stays bounded however large the block.
 
     Returns:
-        ``(new_rows, new_cols, worst)`` (CPU): per row and piece, up to ``k_add`` pairs outside
-        the graph whose bound is below ``-tol``; and ``worst [n_a]``, each row's smallest bound
-        over the block (0 for rows outside it).
+        ``(new_rows, new_cols, worst, pool, tau)`` (CPU): per row and piece, up to ``k_add``
+        pairs outside the graph whose bound is below ``-tol``; ``worst [n_a]``, each row's
+        smallest bound over the block (0 for rows outside it); per row and piece the other
+        pairs among its ``max(k_add, k_pool)`` smallest bounds (:class:`.pricing.Pool`); and
+        ``tau [len(rows)]``, a lower bound on the bounds of the row's pairs in neither list
+        nor the graph.
     """
     worst = torch.zeros(a.shape[0], dtype=torch.float64)
-    found_rows, found_cols = [torch.empty(0, dtype=torch.long)], [torch.empty(0, dtype=torch.long)]
+    tau = torch.full((len(rows),), float("inf"), dtype=torch.float64)
+    found_rows, found_cols, pools = [NO_INDEX], [NO_INDEX], [Pool.empty()]
     if not len(rows) or not len(cols):
-        return found_rows[0], found_cols[0], worst
+        return NO_INDEX, NO_INDEX, worst, pools[0], tau
     # Graph edges inside the block are skipped: they are feasible by construction.
     block_row = torch.full((a.shape[0],), -1, dtype=torch.long)
     block_row[rows] = torch.arange(len(rows))
@@ -277,16 +326,20 @@ def recheck(
         in_piece[piece] = torch.arange(len(piece))
         keep = in_piece[edge_cols] >= 0
         skip = (edge_rows[keep] * len(piece) + in_piece[edge_cols[keep]]).sort().values  # row-major
-        new_r, new_c, piece_worst = _recheck_piece(a, b, sv, rows, piece, u, v, skip, k_add, tol, chunk_size, piece_bytes)
+        new_r, new_c, piece_worst, piece_pool, piece_tau = _recheck_piece(
+            a, b, sv, rows, piece, u, v, skip, k_add, k_pool, tol, chunk_size, piece_bytes
+        )
         found_rows.append(new_r)
         found_cols.append(new_c)
+        pools.append(piece_pool)
         worst[rows] = torch.minimum(worst[rows], piece_worst)
-    return torch.cat(found_rows), torch.cat(found_cols), worst
+        tau = torch.minimum(tau, piece_tau)
+    return torch.cat(found_rows), torch.cat(found_cols), worst, Pool.cat(pools), tau
 
 
-def _recheck_piece(a, b, sv, rows, cols, u, v, skip, k_add, tol, chunk_size, piece_bytes):
+def _recheck_piece(a, b, sv, rows, cols, u, v, skip, k_add, k_pool, tol, chunk_size, piece_bytes):
     """:func:`recheck` on one column piece; ``skip`` holds the graph edges as block-local
-    ``row * len(cols) + col``. Returns new pairs and ``worst [len(rows)]``."""
+    ``row * len(cols) + col``. Returns new pairs, ``worst [len(rows)]``, the pool and ``tau [len(rows)]``."""
     dev = a.device
     sq_a, sq_b = sv.sq_a[rows], sv.sq_b[cols]
     scorer = Scorer(a, b[cols.to(dev)], "fp32", sq_a=sq_a, sq_b=sq_b, a_rows=rows)
@@ -299,8 +352,10 @@ def _recheck_piece(a, b, sv, rows, cols, u, v, skip, k_add, tol, chunk_size, pie
     row_shift = (s - _SLOP * s.abs()).float().to(dev)
     col_shift = (t - _SLOP * t.abs()).float().to(dev)
     kk = min(k_add, len(cols))
+    kp = min(max(k_add, k_pool), len(cols))
     worst = torch.zeros(len(rows), dtype=torch.float64)
-    keep_rows, keep_cols = [], []
+    tau = torch.full((len(rows),), float("inf"), dtype=torch.float64)
+    keep_rows, keep_cols, pool_rows, pool_cols, pool_lb = [], [], [], [], []
     # Score blocks near chunk_size x n_b, and gathered rows of A within piece_bytes.
     step = max(1, min((chunk_size * b.shape[0]) // len(cols), piece_bytes // (4 * a.shape[1])))
     for start in range(0, len(rows), step):
@@ -312,13 +367,25 @@ def _recheck_piece(a, b, sv, rows, cols, u, v, skip, k_add, tol, chunk_size, pie
         lo, hi = torch.searchsorted(skip, torch.tensor([start * len(cols), stop * len(cols)]))
         here = skip[lo:hi]
         lb[(here // len(cols) - start).to(dev), (here % len(cols)).to(dev)] = float("inf")
-        val, idx = lb.topk(kk, dim=1, largest=False)
+        val, idx = lb.topk(kp, dim=1, largest=False)
         val, idx = val.double().cpu(), idx.cpu()
         worst[start:stop] = val[:, 0].clamp(max=0.0)
-        hit = val < -tol
-        keep_rows.append(rows[start:stop, None].expand_as(idx)[hit])
-        keep_cols.append(cols[idx[hit]])
-    return torch.cat(keep_rows), torch.cat(keep_cols), worst
+        chunk_rows = rows[start:stop, None].expand_as(idx)
+        hit = val[:, :kk] < -tol
+        keep_rows.append(chunk_rows[:, :kk][hit])
+        keep_cols.append(cols[idx[:, :kk][hit]])
+        # The rest of the kp smallest go to the pool with a lower bound on their cost; every
+        # other pair of the row is bounded by the largest of them.
+        near = torch.isfinite(val)
+        near[:, :kk] &= ~hit
+        pr, pc = chunk_rows[near], cols[idx[near]]
+        pool_rows.append(pr)
+        pool_cols.append(pc)
+        pool_lb.append(val[near] + u[pr] + v[pc])
+        if kp < len(cols):
+            tau[start:stop] = val[:, kp - 1]
+    pool = Pool.cat([Pool(*parts) for parts in zip(pool_rows, pool_cols, pool_lb)])
+    return torch.cat(keep_rows), torch.cat(keep_cols), worst, pool, tau
 
 
 def _exact_edges(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> lap.Edges:

@@ -53,6 +53,7 @@ def survey(
     chunk_size: int,
     seed: int = 0,
     progress: bool = False,
+    cuda_rules: bool | None = None,
 ) -> Survey:
     """Score all ``n_a x n_b`` pairs once, in row chunks; see the module docstring.
 
@@ -65,11 +66,12 @@ def survey(
         precision: :data:`.scores.PRECISIONS`.
         chunk_size: rows of A scored at once.
         seed: seed of the int8 mixing map.
+        cuda_rules: :class:`.scores.Scorer`'s (default: where ``a`` lives on CUDA).
     """
     n_a, n_b = a.shape[0], b.shape[0]
     dev = a.device
     sq_a, sq_b = sq_norms(a), sq_norms(b)
-    scorer = Scorer(a, b, precision, seed=seed, sq_a=sq_a, sq_b=sq_b)
+    scorer = Scorer(a, b, precision, seed=seed, sq_a=sq_a, sq_b=sq_b, cuda_rules=cuda_rules)
     norm_a, norm_b = sq_a.sqrt(), sq_b.sqrt()
     inv_a = torch.where(norm_a > 0, 1 / norm_a, torch.zeros_like(norm_a)).float()
     inv_b = torch.where(norm_b > 0, 1 / norm_b, torch.zeros_like(norm_b)).float()

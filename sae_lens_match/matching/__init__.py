@@ -8,7 +8,8 @@
 - :func:`match` (``match.py``), :func:`match_layers` (``layers.py``): one pair, a whole stack;
 - :func:`feature_paths`, :func:`compose_all` (``feature_paths.py``): features through many layers;
 - :func:`permute`, :func:`select_features` (``permute.py``);
-- :func:`make_stack` (``synthetic.py``): stacks with planted ground truth;
+- :func:`make_stack`, :func:`make_pair` (``synthetic.py``): stacks and pairs of chosen
+  :class:`Hardness` with planted ground truth;
 - ``matchers/``: SAE Match and its alternatives behind one registry.
 """
 
@@ -20,7 +21,7 @@ from sae_lens_match.matching.match import match
 from sae_lens_match.matching.matching import DEFAULT_UNMATCHED, Matching, MatchingFileError, UnmatchedRule, agreement, random_matching, sae_description
 from sae_lens_match.matching.parameters import feature_rows, parameter_mse
 from sae_lens_match.matching.permute import permute, select_features
-from sae_lens_match.matching.synthetic import SyntheticStack, make_stack
+from sae_lens_match.matching.synthetic import Hardness, SyntheticStack, make_pair, make_stack
 
 __all__ = [
     "COST_CONFIG",
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "FOLD_RULES",
     "FeaturePaths",
+    "Hardness",
     "MatchConfig",
     "Matching",
     "MatchingFileError",
@@ -38,6 +40,7 @@ __all__ = [
     "feature_paths",
     "feature_rows",
     "fold",
+    "make_pair",
     "make_stack",
     "match",
     "match_layers",

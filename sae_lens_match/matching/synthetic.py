@@ -110,6 +110,46 @@ def _to_sae(f: _Features, layer: int, norm: float, encoder_noise: float, g: torc
     return sae
 
 
+@dataclass(frozen=True)
+class Hardness:
+    """How hard a planted pair is for an assignment solver (see :func:`make_pair`).
+
+    Attributes:
+        unmatched: fraction of B's features that are new directions, without a counterpart in A
+            (and as many of A's features vanish). These form a block of near-ties: their
+            best matches are barely better than random ones.
+        noise: how far each persisting feature's direction moves (as ``drift`` of :func:`make_stack`).
+        threshold_scale: ratio of B's thresholds (and biases) to A's.
+    """
+
+    unmatched: float = 0.3
+    noise: float = 0.3
+    threshold_scale: float = 1.2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.unmatched <= 1.0 or self.noise < 0 or self.threshold_scale <= 0:
+            raise ValueError(f"Hardness needs unmatched in [0, 1], noise >= 0 and threshold_scale > 0, got {self}.")
+
+    @property
+    def name(self) -> str:
+        return f"u{self.unmatched:g}_n{self.noise:g}_t{self.threshold_scale:g}"
+
+
+def make_pair(d_in: int, d_sae: int, hardness: Hardness = Hardness(), *, seed: int = 0) -> SyntheticStack:
+    """Two JumpReLU SAEs ``[d_sae]`` wide whose planted correspondence is as hard as ``hardness``
+    says: :func:`make_stack` with two layers, ``persist = 1 - unmatched``, ``drift = noise``
+    and ``norm_growth = threshold_scale``."""
+    return make_stack(
+        n_layers=2,
+        d_in=d_in,
+        d_sae=d_sae,
+        persist=1.0 - hardness.unmatched,
+        drift=hardness.noise,
+        norm_growth=hardness.threshold_scale,
+        seed=seed,
+    )
+
+
 def make_stack(
     n_layers: int = 6,
     d_in: int = 64,

@@ -107,7 +107,7 @@ def test_bad_sparse_options_are_refused():
     a, b = _points(5, 2, 0), _points(5, 2, 1)
     with pytest.raises(ValueError, match="precision must be one of"):
         assign(a, b, solver="sparse", precision="bf16")
-    with pytest.raises(ValueError, match="k, k_add and max_rounds must be at least 1"):
+    with pytest.raises(ValueError, match="k, k_add, k_pool and max_rounds must be at least 1"):
         assign(a, b, solver="sparse", k=0)
 
 

@@ -1,8 +1,10 @@
 """Planted ground truth: paper Fig. 3 ordering and matching accuracy (asserted loosely)."""
 
+import pytest
 import torch
 
 from sae_lens_match import match, parameter_mse
+from sae_lens_match.matching import Hardness, make_pair
 from sae_lens_match.matching.synthetic import make_stack
 
 
@@ -37,3 +39,22 @@ def test_fig3_ordering_and_accuracy_on_planted_stack():
         assert stack.accuracy(unfolded, layer) > 0.9
         identity = folded.__class__(torch.arange(256), folded.cost, 256)
         assert stack.accuracy(identity, layer) < 0.05
+
+
+@pytest.mark.parametrize("unmatched", [0.0, 0.15, 0.5])
+def test_make_pair_plants_the_asked_hardness(unmatched):
+    hardness = Hardness(unmatched=unmatched, noise=0.3, threshold_scale=1.2)
+    pair = make_pair(16, 200, hardness, seed=3)
+    (truth,) = pair.truth
+    assert float((truth < 0).double().mean()) == pytest.approx(unmatched, abs=0.01)
+    kept = truth >= 0
+    ratio = pair.saes[1].threshold[truth[kept]] / pair.saes[0].threshold[kept]
+    assert float(ratio.log().mean().exp()) == pytest.approx(1.2, rel=0.05)
+    # It is make_stack with two layers, so the same seed gives the same pair.
+    same = make_stack(n_layers=2, d_in=16, d_sae=200, persist=1 - unmatched, drift=0.3, norm_growth=1.2, seed=3)
+    assert torch.equal(same.saes[1].W_dec, pair.saes[1].W_dec)
+
+
+def test_hardness_refuses_impossible_levels():
+    with pytest.raises(ValueError, match="unmatched in"):
+        Hardness(unmatched=1.5)
