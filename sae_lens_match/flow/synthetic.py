@@ -18,7 +18,7 @@ from sae_lens import JumpReLUSAE
 
 from sae_lens_match.flow.predecessors import FlowClass
 from sae_lens_match.flow.stack import FlowStack
-from sae_lens_match.matching.synthetic import _drift, _Features, _new_features, _to_sae
+from sae_lens_match.matching.synthetic import drifted, PlantedFeatures, new_features, to_jumprelu_sae
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,13 @@ def make_flow_stack(
     mlp: list[JumpReLUSAE] = []
     classes: list[list[FlowClass]] = []
     sources: list[torch.Tensor] = []
-    previous: _Features | None = None
+    previous: PlantedFeatures | None = None
     for layer in range(n_layers):
         norm = norm_growth**layer
         side = {}
         for name, saes, hook in (("attention", attention, "attn_out"), ("mlp", mlp, "mlp_out")):
-            side[name] = _new_features(d_sae, d_in, 0.0, 0.0, g)
-            sae = _to_sae(side[name], layer, norm, encoder_noise, g)
+            side[name] = new_features(d_sae, d_in, 0.0, 0.0, g)
+            sae = to_jumprelu_sae(side[name], layer, norm, encoder_noise, g)
             sae.cfg.metadata.hook_name = f"blocks.{layer}.hook_{hook}"
             saes.append(sae)
         counts = [int(round(f * d_sae)) for f in fractions[:3]]
@@ -86,15 +86,15 @@ def make_flow_stack(
         for cls, origin, n in (("translated", previous, counts[0]), ("attention", side["attention"], counts[1]), ("mlp", side["mlp"], counts[2])):
             if n:
                 chosen = torch.randperm(len(origin), generator=g)[:n]
-                parts.append(_drift(origin.take(chosen), noise, g))
+                parts.append(drifted(origin.take(chosen), noise, g))
                 labels += [cls] * n
                 picked.append(chosen)
-        parts.append(_new_features(counts[3], d_in, 0.0, 0.0, g))
+        parts.append(new_features(counts[3], d_in, 0.0, 0.0, g))
         labels += ["born"] * counts[3]
         picked.append(torch.full((counts[3],), -1, dtype=torch.long))
         order = torch.randperm(d_sae, generator=g)  # residual feature k is the k-th of the shuffled parts
-        features = _Features.cat(parts).take(order)
-        residual.append(_to_sae(features, layer, norm, encoder_noise, g))
+        features = PlantedFeatures.cat(parts).take(order)
+        residual.append(to_jumprelu_sae(features, layer, norm, encoder_noise, g))
         classes.append([labels[i] for i in order.tolist()])
         sources.append(torch.cat(picked)[order])
         previous = features

@@ -41,7 +41,10 @@ class SyntheticStack:
 
 
 @dataclass
-class _Features:
+class PlantedFeatures:
+    """The planted truth of ``n`` features, from which SAEs of any layer are made (also used by
+    :mod:`sae_lens_match.flow.synthetic`)."""
+
     direction: torch.Tensor  # [n, d_in], unit rows
     threshold_scale: torch.Tensor  # [n]
     encoder_gain: torch.Tensor  # [n]
@@ -50,19 +53,21 @@ class _Features:
     def __len__(self) -> int:
         return self.direction.shape[0]
 
-    def take(self, idx: torch.Tensor) -> "_Features":
-        return _Features(self.direction[idx], self.threshold_scale[idx], self.encoder_gain[idx], self.bias[idx])
+    def take(self, idx: torch.Tensor) -> "PlantedFeatures":
+        return PlantedFeatures(self.direction[idx], self.threshold_scale[idx], self.encoder_gain[idx], self.bias[idx])
 
     @staticmethod
-    def cat(parts: list["_Features"]) -> "_Features":
-        return _Features(*(torch.cat([getattr(p, f) for p in parts]) for f in ("direction", "threshold_scale", "encoder_gain", "bias")))
+    def cat(parts: list["PlantedFeatures"]) -> "PlantedFeatures":
+        return PlantedFeatures(*(torch.cat([getattr(p, f) for p in parts]) for f in ("direction", "threshold_scale", "encoder_gain", "bias")))
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
 
-def _new_features(n: int, d_in: int, twin_fraction: float, twin_spread: float, g: torch.Generator) -> _Features:
+def new_features(n: int, d_in: int, twin_fraction: float, twin_spread: float, g: torch.Generator) -> PlantedFeatures:
+    """``n`` fresh random features; the last ``twin_fraction`` are twins of earlier ones (close
+    directions, same gain, thresholds 1.8-3x apart)."""
     direction = _unit(torch.randn(n, d_in, generator=g))
     threshold_scale = torch.exp(torch.empty(n).uniform_(-1.0, 1.0, generator=g))
     # Twins: copy an earlier feature's direction (slightly moved) and gain, with a different threshold.
@@ -76,12 +81,13 @@ def _new_features(n: int, d_in: int, twin_fraction: float, twin_spread: float, g
     threshold_scale[twin] = threshold_scale[parent] * torch.where(flip, ratio, 1 / ratio)
     bias = -torch.empty(n).uniform_(0.0, 0.5, generator=g)
     bias[twin] = bias[parent]
-    return _Features(direction, threshold_scale, encoder_gain, bias)
+    return PlantedFeatures(direction, threshold_scale, encoder_gain, bias)
 
 
-def _drift(f: _Features, drift: float, g: torch.Generator) -> _Features:
+def drifted(f: PlantedFeatures, drift: float, g: torch.Generator) -> PlantedFeatures:
+    """The same features one layer on: directions moved by ``drift``, scales jittered a little."""
     n, d_in = f.direction.shape
-    return _Features(
+    return PlantedFeatures(
         _unit(f.direction + drift * _unit(torch.randn(n, d_in, generator=g))),
         f.threshold_scale * torch.exp(0.05 * torch.randn(n, generator=g)),
         f.encoder_gain * torch.exp(0.05 * torch.randn(n, generator=g)),
@@ -89,7 +95,10 @@ def _drift(f: _Features, drift: float, g: torch.Generator) -> _Features:
     )
 
 
-def _to_sae(f: _Features, layer: int, norm: float, encoder_noise: float, g: torch.Generator) -> JumpReLUSAE:
+def to_jumprelu_sae(f: PlantedFeatures, layer: int, norm: float, encoder_noise: float, g: torch.Generator) -> JumpReLUSAE:
+    """A SAELens JumpReLU SAE with features ``f`` at ``blocks.{layer}.hook_resid_post``, its
+    thresholds and biases scaled by the hidden-state ``norm``, its encoder rows noisy copies of
+    the decoder's."""
     n, d_in = f.direction.shape
     cfg = JumpReLUSAEConfig(
         d_in=d_in,
@@ -179,13 +188,13 @@ def make_stack(
     if not 0.0 <= persist <= 1.0 or not 0.0 <= twin_fraction < 1.0:
         raise ValueError("persist must lie in [0, 1] and twin_fraction in [0, 1).")
     g = torch.Generator().manual_seed(seed)
-    features = _new_features(d_sae, d_in, twin_fraction, twin_spread, g)
-    saes = [_to_sae(features, 0, 1.0, encoder_noise, g)]
+    features = new_features(d_sae, d_in, twin_fraction, twin_spread, g)
+    saes = [to_jumprelu_sae(features, 0, 1.0, encoder_noise, g)]
     truth = []
     for layer in range(1, n_layers):
         n_persist = int(round(persist * d_sae))
         survivors = torch.randperm(d_sae, generator=g)[:n_persist].sort().values
-        nxt = _Features.cat([_drift(features.take(survivors), drift, g), _new_features(d_sae - n_persist, d_in, twin_fraction, twin_spread, g)])
+        nxt = PlantedFeatures.cat([drifted(features.take(survivors), drift, g), new_features(d_sae - n_persist, d_in, twin_fraction, twin_spread, g)])
         order = torch.randperm(d_sae, generator=g)  # new feature k is nxt[order[k]]
         position = torch.empty(d_sae, dtype=torch.long)
         position[order] = torch.arange(d_sae)
@@ -193,5 +202,5 @@ def make_stack(
         t[survivors] = position[:n_persist]
         truth.append(t)
         features = nxt.take(order)
-        saes.append(_to_sae(features, layer, norm_growth**layer, encoder_noise, g))
+        saes.append(to_jumprelu_sae(features, layer, norm_growth**layer, encoder_noise, g))
     return SyntheticStack(saes, truth)
