@@ -38,6 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--divergence-aggregate", choices=["l2", "sum_of_norms"], default=default.divergence_aggregate, help="l2 of everything, or the reference code's sum of per-tensor norms")
     p.add_argument("--top-k", type=positive_int, default=default.top_k, help="how many most-changed MLP layers to study")
     p.add_argument("--dictionary-tokens", type=positive_int, default=default.dictionary.training_tokens, help="training tokens per dictionary")
+    p.add_argument("--ablation-prompts", type=positive_int, default=default.part2.ablation_prompts, help="part 2: prefixes completed for the attribution and each ablation (the costliest part of part 2)")
     p.add_argument("--explain", choices=["heuristic", "llm"], default="heuristic", help="part 2: who explains the top-overlap features and labels them related (heuristic: offline, not an LLM)")
     p.add_argument("--llm-base-url", default=None, help="--explain llm: OpenAI-compatible base URL (default: SAE_LENS_MATCH_LLM_BASE_URL / OPENAI_BASE_URL)")
     p.add_argument("--llm-model", default=None, help="--explain llm: model name (default: SAE_LENS_MATCH_LLM_MODEL / OPENAI_MODEL)")
@@ -54,6 +55,7 @@ def run_lfp_command(args: argparse.Namespace) -> dict:
         reward_scope=args.reward_scope, hook=args.hook, divergence_part=args.divergence_part, divergence_aggregate=args.divergence_aggregate,
         dictionary=replace(default.dictionary, training_tokens=args.dictionary_tokens, seed=args.seed),
         dictionary_source=args.dictionary_source, model_name=model_name,
+        part2=replace(default.part2, ablation_prompts=args.ablation_prompts, seed=args.seed),
     )
     judges = {}
     if args.explain == "llm":  # a missing endpoint or model is refused before any work

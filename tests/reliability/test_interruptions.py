@@ -20,7 +20,7 @@ COMMANDS = {
     "match": ["demo", "--synthetic", "--layers", "5", "--d-in", "64", "--d-sae", "1024"],
     "demo": ["demo"],
     "evaluate": ["evaluate", "--world", "--n-texts", "8", "--matchers", "sae_match,cosine_top1"],
-    "lfp": ["lfp", "--steps", "2", "--n-texts", "24", "--top-k", "1", "--dictionary-tokens", "2000"],
+    "lfp": ["lfp", "--steps", "2", "--n-texts", "24", "--top-k", "1", "--dictionary-tokens", "2000", "--triples", "60", "--ablation-prompts", "6"],
 }
 # What each command's result is: its JSON tables (timings excluded) and its tensors.
 RESULTS = {
