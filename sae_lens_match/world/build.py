@@ -62,7 +62,7 @@ MANIFEST = "world.json"
 class WorldConfig:
     """Everything that determines the world besides the seed.
 
-    The defaults are the embedded default world: about 6 minutes to build on one core of
+    The defaults are the embedded default world: 6 to 10 minutes to build on one core of
     a 2-core machine (the build uses one thread; most of it is the LM's 600 steps).
     """
 
