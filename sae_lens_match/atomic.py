@@ -78,10 +78,12 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented, valid JSON (NaN as null), atomically."""
+def write_json(path: str | Path, data: Any, *, compact: bool = False) -> None:
+    """Write ``data`` as valid JSON (NaN as null), atomically: indented with sorted keys, or
+    ``compact`` (no whitespace, keys in their order) for large data files."""
+    layout = {"separators": (",", ":")} if compact else {"indent": 2, "sort_keys": True}
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(jsonable(data), indent=2, sort_keys=True, allow_nan=False, default=str) + "\n")
+        tmp.write_text(json.dumps(jsonable(data), allow_nan=False, default=str, **layout) + "\n")
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -1,6 +1,7 @@
 """The ``sae-lens-match`` command: one parser, one subcommand per module.
 
-- ``match``, ``demo`` (:mod:`~sae_lens_match.cli.match`): SAE Match across consecutive layers;
+- ``demo`` (:mod:`~sae_lens_match.cli.demo`): everything on the embedded world, one results folder;
+- ``match`` (:mod:`~sae_lens_match.cli.match`): SAE Match across consecutive layers;
 - ``compare``, ``evaluate`` (:mod:`~sae_lens_match.cli.evaluate`): judging matchings;
 - ``lfp`` (:mod:`~sae_lens_match.cli.lfp`): Learned Feedback Patterns;
 - ``world`` (:mod:`~sae_lens_match.cli.world`): the embedded default world.
@@ -16,13 +17,13 @@ import logging
 import sys
 
 from sae_lens_match.assignment import DenseTooLargeError
-from sae_lens_match.cli import evaluate, flow, lfp, match, world
+from sae_lens_match.cli import demo, evaluate, flow, lfp, match, world
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sae-lens-match", description="SAE Match and Learned Feedback Patterns for SAELens + TransformerLens.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (match, evaluate, flow, lfp, world):
+    for module in (demo, match, evaluate, flow, lfp, world):
         module.add_parsers(sub)
     return parser
 

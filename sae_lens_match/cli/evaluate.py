@@ -27,6 +27,7 @@ from sae_lens_match.evaluation.explain.judging import JUDGES, JudgingConfig
 from sae_lens_match.evaluation.layer_pruning import LayerPruningConfig, run_layer_pruning
 from sae_lens_match.evaluation.parameter_curves import ParameterCurvesConfig, run_parameter_curves
 from sae_lens_match.evaluation.replacement import ReplacementConfig
+from sae_lens_match.report.pages import html_table, write_page
 from sae_lens_match.report.plots import line_panels, write_figure
 from sae_lens_match.report.tables import format_table, write_result
 
@@ -94,7 +95,8 @@ def run_compare_command(args: argparse.Namespace) -> list[dict]:
     write_result(args.out, "compare", result)
     panels = [c for c in ("mean_cost", "matching_score", "delta_loss", "explained_variance") if any(r.get(c) is not None for r in rows)]
     write_figure(args.out / "compare.html", line_panels(rows, x="pair", series="method", panels=panels), title="Matchers side by side")
-    print(f"wrote {args.out}/compare.json, compare.csv, compare.html, compare.png")
+    _index(args.out, "Matchers side by side", [("compare", rows, columns)])
+    print(f"wrote {args.out}/index.html (open it in a browser), compare.json, compare.csv, compare.html, compare.png")
     return rows
 
 
@@ -106,9 +108,11 @@ def run_evaluate_command(args: argparse.Namespace) -> list[dict]:
     panels = line_panels(curves.rows(), x="pair", series="variant", panels=["mean_mse"], facet="term", log_y=["mean_mse"])
     write_figure(args.out / "parameter_curves.html", panels, title="Folded parameter MSE per layer pair (paper Fig. 3)")
     print(format_table([r for r in curves.rows() if r["variant"] in ("vanilla", "matched", "folded+matched")], ["pair", "variant", "term", "mean_mse"]))
+    tables = [("parameter_curves", curves.rows(), ["pair", "variant", "term", "mean_mse"])]
     if inputs.data is None:
         print("no data given (--world, or --model with --tokens): layer pruning skipped")
-        print(f"wrote {args.out}/parameter_curves.json, .csv, .html, .png")
+        _index(args.out, "SAE Match evaluation", tables)
+        print(f"wrote {args.out}/index.html, parameter_curves.json, .csv, .html, .png")
         return curves.rows()
     matchings = compute_matchings(inputs.saes, names, data=inputs.fit_data, config=match_config(args))
     result = run_layer_pruning(inputs.data, inputs.saes, matchings, LayerPruningConfig(replacement))
@@ -117,5 +121,16 @@ def run_evaluate_command(args: argparse.Namespace) -> list[dict]:
     panels = line_panels(rows, x="pair", series="method", panels=["delta_loss", "explained_variance"])
     write_figure(args.out / "layer_pruning.html", panels, title="Hidden-state approximation per layer pair")
     print(format_table(rows, ["pair", "method", "delta_loss", "explained_variance", "clean_loss"]))
-    print(f"wrote {args.out}/layer_pruning.{{json,csv,html,png}} and parameter_curves.{{json,csv,html,png}}")
+    _index(args.out, "SAE Match evaluation", [("layer_pruning", rows, ["pair", "method", "kind", "delta_loss", "explained_variance", "clean_loss"]), *tables])
+    print(f"wrote {args.out}/index.html (open it in a browser), layer_pruning.{{json,csv,html,png}} and parameter_curves.{{json,csv,html,png}}")
     return rows
+
+
+def _index(out: Path, title: str, tables: list[tuple[str, list[dict], list[str]]]) -> Path:
+    """``index.html``: each table with its PNG and links to its JSON, CSV and interactive plots."""
+    blocks = []
+    for name, rows, columns in tables:
+        shown = [c for c in columns if any(r.get(c) is not None for r in rows)]
+        blocks += [f"<h2>{name.replace('_', ' ').capitalize()}</h2>", f"<img src='{name}.png' alt='{name}'>", html_table(rows, shown),
+                   f"<p><a href='{name}.html'>interactive plots</a> · <a href='{name}.json'>{name}.json</a> · <a href='{name}.csv'>{name}.csv</a></p>"]
+    return write_page(out / "index.html", title, blocks)

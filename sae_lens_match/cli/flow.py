@@ -35,6 +35,10 @@ from sae_lens_match.flow import (
     steering_summary,
 )
 from sae_lens_match.lfp.reward import vader_reward
+from sae_lens_match.evaluation.explain import TopTokensExplainer
+from sae_lens_match.evaluation.feature_cards import feature_cards
+from sae_lens_match.report.pages import html_table
+from sae_lens_match.report.site import Section, flow_view, sae_id, write_site
 from sae_lens_match.report.tables import format_table, write_table
 from sae_lens_match.sources.models import load_model, processing_for
 from sae_lens_match.sources.saes import load_sae
@@ -162,5 +166,12 @@ def run_flow(args: argparse.Namespace) -> dict[str, list[dict]]:
     for name, rows in tables.items():
         if rows:
             write_table(args.out, name, rows)
-    print(f"wrote {args.out}/graph.json and {', '.join(f'{n}.json/.csv' for n, r in tables.items() if r)}")
+    cards = {}
+    if inputs.data is not None:  # what each feature fires on, for the page's feature cards
+        cards = {sae_id(layer, module): feature_cards(inputs.data, sae, explainer=TopTokensExplainer(), label=sae_id(layer, module)).to_dict()
+                 for module, layer, sae in inputs.stack.items()}
+    sections = [Section(name.replace("_", " ").capitalize(), html_table(rows, list(rows[0])) + f"<p><a href='{name}.json'>{name}.json</a> · <a href='{name}.csv'>{name}.csv</a></p>")
+                for name, rows in tables.items() if rows]
+    index = write_site(args.out, title="Feature flow", view=flow_view(graph, []), cards=cards, sections=sections)
+    print(f"wrote {index} (open it in a browser), {args.out}/graph.json and {', '.join(f'{n}.json/.csv' for n, r in tables.items() if r)}")
     return tables

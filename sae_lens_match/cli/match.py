@@ -1,19 +1,16 @@
-"""``sae-lens-match match`` and ``sae-lens-match demo``: SAE Match across consecutive layers."""
+"""``sae-lens-match match``: SAE Match across consecutive layers (and ``demo --synthetic``, on a planted stack)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from sae_lens_match import world
-from sae_lens_match.cli.options import add_match_options, add_out, add_unmatched_options, match_config, out_dir, positive_int, unmatched_rule
+from sae_lens_match.cli.options import add_match_options, add_out, add_unmatched_options, match_config, out_dir, unmatched_rule
 from sae_lens_match.evaluation.cost_summary import CostSummaryConfig, run_cost_summary
 from sae_lens_match.matching.layers import match_layers
 from sae_lens_match.matching.matching import Matching
 from sae_lens_match.matching.synthetic import make_stack
 from sae_lens_match.report.matching_report import write_matching_report
-from sae_lens_match.world import build_world, manifest, sae_dirs
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -23,18 +20,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_match_options(p)
     add_unmatched_options(p)
     p.set_defaults(run=lambda args: run_match(args.saes, args))
-
-    p = sub.add_parser("demo", help="run SAE Match end to end on the embedded default (offline)")
-    p.add_argument("--hook", choices=list(world.HOOK_KINDS), default="resid_post", help="which world SAEs to match")
-    p.add_argument("--synthetic", action="store_true", help="use a planted synthetic stack instead, scored against its truth")
-    p.add_argument("--layers", type=positive_int, default=6, help="--synthetic: stack depth (at least 2)")
-    p.add_argument("--d-in", type=positive_int, default=64, help="--synthetic: SAE input width")
-    p.add_argument("--d-sae", type=positive_int, default=512, help="--synthetic: SAE width")
-    p.add_argument("--seed", type=int, default=0, help="world or stack seed")
-    add_out(p, Path("results/demo"))
-    add_match_options(p)
-    add_unmatched_options(p)
-    p.set_defaults(run=run_demo)
 
 
 def run_match(specs: list[Any], args: argparse.Namespace) -> list[dict]:
@@ -53,18 +38,8 @@ def run_match(specs: list[Any], args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def run_demo(args: argparse.Namespace) -> None:
-    """SAE Match across the layers of the embedded world (or a planted synthetic stack)."""
-    out_dir(args)
-    if args.synthetic:
-        return _synthetic_demo(args)
-    root = build_world(seed=args.seed)
-    n_layers = manifest(seed=args.seed)["config"]["n_layers"]
-    print(f"embedded world {root}: {n_layers} JumpReLU SAEs at blocks.L.hook_{args.hook}")
-    run_match(sae_dirs(args.hook, seed=args.seed), args)
-
-
-def _synthetic_demo(args: argparse.Namespace) -> None:
+def synthetic_demo(args: argparse.Namespace) -> None:
+    """``demo --synthetic``: SAE Match on a planted stack, scored against its truth."""
     if args.layers < 2:
         raise ValueError(f"--layers must be at least 2 (a stack to match), got {args.layers}.")
     stack = make_stack(n_layers=args.layers, d_in=args.d_in, d_sae=args.d_sae, seed=args.seed)

@@ -22,6 +22,7 @@ from sae_lens_match.evaluation.coactivation import (
 )
 from sae_lens_match.evaluation.compare import DEFAULT_MATCHERS, CompareConfig, CompareRow, add_judgements, compute_matchings, run_compare
 from sae_lens_match.evaluation.cost_summary import CostSummaryConfig, CostSummaryRow, run_cost_summary
+from sae_lens_match.evaluation.feature_cards import FeatureCard, FeatureCardConfig, FeatureCards, feature_cards, neuronpedia_url, pair_verdicts
 from sae_lens_match.evaluation.layer_pruning import BASELINES, LayerPruningConfig, LayerPruningRow, run_layer_pruning
 from sae_lens_match.evaluation.parameter_curves import ParameterCurvesConfig, ParameterCurvesRow, identity_matching, run_parameter_curves
 from sae_lens_match.evaluation.replacement import (
@@ -47,6 +48,9 @@ __all__ = [
     "CostSummaryConfig",
     "CostSummaryRow",
     "EvalResult",
+    "FeatureCard",
+    "FeatureCardConfig",
+    "FeatureCards",
     "LayerPruningConfig",
     "LayerPruningRow",
     "MatchingScoreConfig",
@@ -62,9 +66,12 @@ __all__ = [
     "current_reconstruction",
     "evaluate_replacements",
     "explained_variance",
+    "feature_cards",
     "identity_matching",
     "layer_drop",
     "matched_replacement",
+    "neuronpedia_url",
+    "pair_verdicts",
     "previous_reconstruction",
     "run_compare",
     "run_cost_summary",

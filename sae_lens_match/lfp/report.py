@@ -24,7 +24,7 @@ def write_lfp_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
     out = Path(out_dir)
     cfg = summary["config"]
     blocks = [
-        f"<p>Model <b>{html.escape(str(summary['model']))}</b>, data <b>{html.escape(str(summary['data']))}</b>, recipe "
+        f"<p>Model <b>{html.escape(_model_name(summary['model']))}</b>, data <b>{html.escape(str(summary['data']))}</b>, recipe "
         f"<b>{html.escape(cfg['recipe'])}</b> ({cfg['finetune_steps']} steps), hook <code>{html.escape(cfg['hook'])}</code>. "
         "Every figure here is also in <a href='summary.json'>summary.json</a> and <a href='part2.json'>part2.json</a>.</p>",
         "<h2>Part 1: the most changed layers and their dictionaries</h2>",
@@ -40,6 +40,12 @@ def write_lfp_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
         blocks += ["<h2>Data-free model diffing (SAE Match, base vs tuned dictionaries)</h2>", html_table(rows, list(rows[0]))]
     blocks += ["<h2>Time per step (seconds; reused steps take about none)</h2>", html_table([summary["seconds"]], list(summary["seconds"]))]
     return write_page(out / "index.html", "Learned Feedback Patterns", blocks)
+
+
+def _model_name(model: Any) -> str:
+    """A hub name as it is; a local checkpoint by its folder's name (no path of this machine on the page)."""
+    path = Path(str(model))
+    return f"{path.parent.name}/{path.name}" if path.is_absolute() else str(model)
 
 
 def _dictionary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:

@@ -11,13 +11,16 @@
 from sae_lens_match.report.matching_report import write_matching_report
 from sae_lens_match.report.pages import html_table, write_page
 from sae_lens_match.report.plots import COLORS, Line, Panel, figure_html, gradient, line_panels, ship_plotly, write_figure, write_png
+from sae_lens_match.report.site import Section, flow_view, write_site
 from sae_lens_match.report.tables import format_table, markdown_table, write_result, write_table
 
 __all__ = [
     "COLORS",
     "Line",
     "Panel",
+    "Section",
     "figure_html",
+    "flow_view",
     "format_table",
     "gradient",
     "html_table",
@@ -29,5 +32,6 @@ __all__ = [
     "write_page",
     "write_png",
     "write_result",
+    "write_site",
     "write_table",
 ]

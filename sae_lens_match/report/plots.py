@@ -5,9 +5,10 @@
 backend). Plotly's own PNG export needs kaleido and a browser, which are not available
 offline. Both libraries are imported only when a plot is written.
 
-Plotly's JavaScript (about 4.7 MB) is shipped once per folder as ``plotly.min.js``
+Plotly's JavaScript (about 4.7 MB) is shipped once per results folder as ``plotly.min.js``
 (:func:`ship_plotly`) and each page loads it from there, so pages open offline from disk
-without carrying a copy each.
+without carrying a copy each. A folder whose parent already holds the bundle (the demo's
+step folders) loads the parent's copy.
 """
 
 from __future__ import annotations
@@ -60,14 +61,13 @@ def write_figure(path: str | Path, panels: Sequence[Panel], *, title: str) -> li
     if not panels:
         raise ValueError(f"No panels to plot for {title!r}.")
     path = Path(path)
-    ship_plotly(path.parent)
-    write_page(path, title, [figure_html(panels, title=title)])
+    write_page(path, title, [figure_html(panels, title=title, plotly_src=ship_plotly(path.parent))])
     return [path, write_png(path.with_suffix(".png"), panels, title=title)]
 
 
-def figure_html(panels: Sequence[Panel], *, title: str) -> str:
+def figure_html(panels: Sequence[Panel], *, title: str, plotly_src: str = "plotly.min.js") -> str:
     """The panels as a plotly ``<div>`` (one legend entry per series name) that loads plotly from
-    ``plotly.min.js`` beside the page: :func:`ship_plotly` puts it there."""
+    ``plotly_src``, relative to the page (what :func:`ship_plotly` returns)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -87,22 +87,33 @@ def figure_html(panels: Sequence[Panel], *, title: str) -> str:
         fig.update_xaxes(title_text=panel.xlabel, row=1, col=col)
         fig.update_yaxes(title_text=panel.ylabel, type="log" if panel.log_y else None, row=1, col=col)
     fig.update_layout(title=title, height=450, width=max(500, 450 * len(panels)))
-    return fig.to_html(full_html=False, include_plotlyjs=PLOTLY_JS)
+    return fig.to_html(full_html=False, include_plotlyjs=plotly_src)
 
 
 PLOTLY_JS = "plotly.min.js"
 
 
-def ship_plotly(folder: str | Path) -> Path:
-    """Write plotly's JavaScript bundle as ``folder/plotly.min.js`` (atomically, once: an
-    existing copy of the installed version is kept)."""
+def ship_plotly(folder: str | Path, *, share_parent: bool = True) -> str:
+    """Make plotly's JavaScript bundle available to pages in ``folder``; return its path relative
+    to them.
+
+    The bundle of the installed version in ``folder``'s parent is used where there is one (the
+    demo ships it once at its root) unless ``share_parent`` is false; otherwise
+    ``folder/plotly.min.js`` is written (atomically, once: an existing copy of the installed
+    version is kept).
+    """
     from plotly.offline import get_plotlyjs
 
-    path = Path(folder) / PLOTLY_JS
     bundle = get_plotlyjs()
-    if not (path.is_file() and path.stat().st_size == len(bundle.encode())):
+    size = len(bundle.encode())
+    folder = Path(folder)
+    parent = folder.resolve().parent / PLOTLY_JS
+    if share_parent and parent.is_file() and parent.stat().st_size == size and not (folder / PLOTLY_JS).is_file():
+        return f"../{PLOTLY_JS}"
+    path = folder / PLOTLY_JS
+    if not (path.is_file() and path.stat().st_size == size):
         write_text(path, bundle)
-    return path
+    return PLOTLY_JS
 
 
 def write_png(path: str | Path, panels: Sequence[Panel], *, title: str, dpi: int = 100) -> Path:

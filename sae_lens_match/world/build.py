@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -62,8 +62,8 @@ MANIFEST = "world.json"
 class WorldConfig:
     """Everything that determines the world besides the seed.
 
-    The defaults are the embedded default world: 6 to 10 minutes to build on one core of
-    a 2-core machine (the build uses one thread; most of it is the LM's 600 steps).
+    The defaults are the embedded default world: about 5 minutes to build on a 2-core
+    machine (most of it is the LM's 600 steps).
     """
 
     # corpus and tokenizer
@@ -94,15 +94,25 @@ class WorldConfig:
             bandwidth=0.1,
         )
     )
-    # CPU threads used by the build. Part of the config because float reductions, and so
-    # the weights' last bits, can depend on it. One thread: on a shared 2-core machine a
-    # second thread spends most of its time waiting at barriers (measured 20x slower).
-    threads: int = 1
+    # CPU threads used by the build, at most the cores this process may use (see
+    # ``effective``). Part of the config because float reductions, and so the weights' last
+    # bits, depend on it (one and two threads give different, each reproducible, weights).
+    # Two: the LM trains 1.7x faster than on one; more gains little at this size.
+    threads: int = 2
+
+    def effective(self) -> "WorldConfig":
+        """This config with ``threads`` capped at the cores available: what is built, and keyed."""
+        return replace(self, threads=max(1, min(self.threads, available_cores())))
 
     def key(self, seed: int) -> str:
         """Cache key: format version, seed and a hash of this config."""
         blob = json.dumps({"format": WORLD_FORMAT, **asdict(self)}, sort_keys=True)
         return f"v{WORLD_FORMAT}-seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def default_cache_dir() -> Path:
@@ -114,7 +124,7 @@ def default_cache_dir() -> Path:
 
 def world_dir(seed: int = 0, cache_dir: str | Path | None = None, config: WorldConfig | None = None) -> Path:
     """Where the world for ``(seed, config)`` lives (whether built or not)."""
-    config = config or WorldConfig()
+    config = (config or WorldConfig()).effective()
     return Path(cache_dir or default_cache_dir()).expanduser() / config.key(seed)
 
 
@@ -172,7 +182,7 @@ def build_world(
         config: sizes and hyperparameters (default ``WorldConfig()``).
         progress: show tqdm progress bars on stderr.
     """
-    config = config or WorldConfig()
+    config = (config or WorldConfig()).effective()
     target = world_dir(seed, cache_dir, config)
     with _file_lock(target.with_name(target.name + ".lock")) as exclusive:
         if exclusive:  # no builder of this world is alive: hidden build folders are a killed build's

@@ -35,14 +35,6 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert "Unknown SAELens release 'nope'" in err and "Traceback" not in err
 
 
-def test_demo_runs_on_the_embedded_world(world_root, tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
-    assert "embedded world" in capsys.readouterr().out
-    rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
-    assert len(rows) >= 3 and all(r["mean_cost"] < r["random_pair_cost"] for r in rows)
-    assert rows[0]["source"] == "blocks.0.hook_resid_post"
-
-
 def test_world_cache_dir_help_names_the_folder_the_code_uses(tmp_path, monkeypatch, capsys):
     from sae_lens_match.world import default_cache_dir, world_dir
 

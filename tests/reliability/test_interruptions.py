@@ -18,14 +18,14 @@ KILLS = 3  # interruptions per command; each at a random point of the run (seede
 
 COMMANDS = {
     "match": ["demo", "--synthetic", "--layers", "5", "--d-in", "64", "--d-sae", "1024"],
-    "demo": ["demo"],
+    "demo": ["demo", "--no-lfp", "--n-texts", "8", "--causal-edges", "10"],
     "evaluate": ["evaluate", "--world", "--n-texts", "8", "--matchers", "sae_match,cosine_top1"],
     "lfp": ["lfp", "--steps", "2", "--n-texts", "24", "--top-k", "1", "--dictionary-tokens", "2000", "--triples", "60", "--ablation-prompts", "6"],
 }
 # What each command's result is: its JSON tables (timings excluded) and its tensors.
 RESULTS = {
     "match": ["summary.json"],
-    "demo": ["summary.json"],
+    "demo": ["matching/summary.json", "evaluation/compare.json", "evaluation/parameter_curves.json", "flow/graph.json", "feature_cards/verdicts.json"],
     "evaluate": ["layer_pruning.json", "parameter_curves.json"],
     "lfp": ["summary.json", "divergence.json"],
 }

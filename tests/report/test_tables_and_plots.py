@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sae_lens_match.report import format_table, line_panels, markdown_table, write_figure, write_table
+from sae_lens_match.report import format_table, line_panels, markdown_table, ship_plotly, write_figure, write_table
 from tests.helpers import assert_png
 
 
@@ -35,6 +35,10 @@ def test_tables_and_plots_are_written(tmp_path):
     assert html_path.read_text().lower().startswith("<!doctype html>") and png_path == tmp_path / "out" / "faceted.png"
     assert (tmp_path / "out" / "plotly.min.js").read_text() == bundle and len(list((tmp_path / "out").glob("*.js"))) == 1
     assert assert_png(png_path)[0] == 3 * 450  # one panel per term
+    # a step folder inside a results folder that holds the bundle loads the parent's copy
+    sub_page, _ = write_figure(tmp_path / "out" / "step" / "plot.html", faceted, title="t")
+    assert 'src="../plotly.min.js"' in sub_page.read_text() and not (tmp_path / "out" / "step" / "plotly.min.js").exists()
+    assert ship_plotly(tmp_path / "out" / "step", share_parent=False) == "plotly.min.js" and (tmp_path / "out" / "step" / "plotly.min.js").is_file()
     assert not list((tmp_path / "out").glob(".*.tmp"))  # atomic writes leave no temporaries
     with pytest.raises(ValueError, match="No rows"):
         write_table(tmp_path, "empty", [])
