@@ -40,8 +40,8 @@ def add_eval_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-texts", type=positive_int, default=64, help="--world: reviews per split (test split evaluated, train split fitted)")
     p.add_argument("--world-hook", choices=list(world.HOOK_KINDS), default="resid_post", help="--world: which SAEs")
     p.add_argument("--bos-token-id", type=bos_token, default="auto", help="'auto' (the tokenizer's), an id, or 'none' (evaluate every position)")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=8, help="token rows per forward pass (default: 8)")
+    p.add_argument("--seed", type=int, default=0, help="world seed, and the seed of random pairings and judged samples (default: 0)")
 
 
 def eval_inputs(args: argparse.Namespace) -> EvalInputs:

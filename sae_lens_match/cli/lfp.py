@@ -26,7 +26,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--triples", type=positive_int, default=600, help="texts to draw part 2's contrastive triples from (test reviews; held-out preference pairs for dpo / tr-dpo)")
     p.add_argument("--n-texts", type=positive_int, default=400, help="texts whose activations train the dictionaries")
     p.add_argument("--dictionary-source", choices=["activations", "model"], default=default.dictionary_source, help="train dictionaries on collected activations or on the model directly (SAELens runner)")
-    p.add_argument("--recipe", choices=["rl", "dpo", "tr-dpo"], default=default.recipe)
+    p.add_argument("--recipe", choices=["rl", "dpo", "tr-dpo"], default=default.recipe, help=f"fine-tuning: RL on the VADER reward (RLOO), DPO, or TR-DPO (default: {default.recipe})")
     p.add_argument("--steps", type=positive_int, default=default.finetune_steps, help="fine-tuning steps")
     p.add_argument("--kl-beta", type=nonnegative_float, default=default.kl_beta, help="RL: KL coefficient")
     p.add_argument("--dpo-beta", type=positive_float, default=default.dpo_beta, help="DPO / TR-DPO: inverse temperature")
@@ -42,7 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--explain", choices=["heuristic", "llm"], default="heuristic", help="part 2: who explains the top-overlap features and labels them related (heuristic: offline, not an LLM)")
     p.add_argument("--llm-base-url", default=None, help="--explain llm: OpenAI-compatible base URL (default: SAE_LENS_MATCH_LLM_BASE_URL / OPENAI_BASE_URL)")
     p.add_argument("--llm-model", default=None, help="--explain llm: model name (default: SAE_LENS_MATCH_LLM_MODEL / OPENAI_MODEL)")
-    p.add_argument("--seed", type=int, default=default.seed)
+    p.add_argument("--seed", type=int, default=default.seed, help=f"seed of the world, the fine-tuning, the dictionaries and part 2 (default: {default.seed})")
     p.set_defaults(run=run_lfp_command)
 
 

@@ -105,7 +105,7 @@ def add_match_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fold", action="store_true", help="match raw weights instead of threshold-folded ones")
     p.add_argument("--weights", type=weights, default=None, help="term weights, e.g. W_dec=1,W_enc=1,b_enc=1 (default: all 1)")
     p.add_argument("--solver", type=solver, default=default.solver, help=f"assignment solver: auto, dense, sparse (default: {default.solver})")
-    p.add_argument("--nonpositive-threshold", choices=["error", "keep"], default=default.nonpositive_threshold)
+    p.add_argument("--nonpositive-threshold", choices=["error", "keep"], default=default.nonpositive_threshold, help=f"JumpReLU thresholds <= 0: refuse, or keep those features unfolded (default: {default.nonpositive_threshold})")
 
 
 def match_config(args: argparse.Namespace) -> MatchConfig:

@@ -12,7 +12,7 @@ from sae_lens_match import world
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("world", help="the embedded default world (built on first use)")
     p.add_argument("action", choices=["build", "path", "info"], help="build (or rebuild with --force) / print its directory / print its metrics")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
     p.add_argument("--force", action="store_true", help="build: rebuild even if it is cached")
     p.add_argument("--cache-dir", default=None, help=f"directory holding worlds (default: {world.default_cache_dir()}, from $SAE_LENS_MATCH_CACHE)")
     p.set_defaults(run=run_world)
