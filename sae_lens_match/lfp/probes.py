@@ -25,51 +25,84 @@ from sae_lens_match.lfp.contrastive import Triple
 from sae_lens_match.sources.tokens import bos_id
 
 
-@torch.no_grad()
-def word_codes(model: Any, saes: Sequence[SAE], triples: Sequence[Triple], *, progress: bool = True) -> torch.Tensor:
+def word_codes(model: Any, saes: Sequence[SAE], triples: Sequence[Triple], *, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
     """``[n_triples, 3, sum d_sae]``: each version's codes at its swapped word.
 
     Args:
         model: a TransformerLens model with a fast tokenizer (character offsets); BOS is
             prepended to every text, as the pipeline's token rows begin with it.
         saes: one dictionary per chosen layer, each reading its ``cfg.metadata.hook_name``.
+        batch_size: texts per forward pass (the results do not depend on it).
     """
     if not triples:
         raise ValueError("word_codes needs at least one triple.")
-    hooks = [sae.cfg.metadata.hook_name for sae in saes]
     tokenizer = model.tokenizer
     bos = bos_id(tokenizer)
-    device = next(model.parameters()).device
-    out = torch.zeros(len(triples), 3, sum(sae.cfg.d_sae for sae in saes))
-    for i, triple in enumerate(tqdm(triples, desc="contrastive codes", disable=not progress, leave=False)):
+    rows, positions = [], []
+    for triple in triples:
         for k, text in enumerate(triple.texts):
             encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             start, end = triple.span(k)
-            positions = [1 + j for j, (s, e) in enumerate(encoded["offset_mapping"]) if s < end and start < e]
-            if not positions:
+            at_word = [1 + j for j, (s, e) in enumerate(encoded["offset_mapping"]) if s < end and start < e]
+            if not at_word:
                 raise ValueError(f"No token of {text!r} covers the swapped word {triple.words[k]!r}.")
-            ids = torch.tensor([[bos, *encoded["input_ids"]]], device=device)
-            _, cache = model.run_with_cache(ids, names_filter=hooks)
-            out[i, k] = torch.cat([sae.encode(cache[hook][0, positions].to(sae.W_dec.dtype)).mean(0).float().cpu() for sae, hook in zip(saes, hooks)])
-    return out
+            rows.append([bos, *encoded["input_ids"]])
+            positions.append(at_word)
+    codes = _mean_codes(model, saes, rows, positions, batch_size=batch_size, desc="contrastive codes", progress=progress)
+    return codes.view(len(triples), 3, -1)
 
 
-@torch.no_grad()
-def text_codes(model: Any, saes: Sequence[SAE], texts: Sequence[str], *, progress: bool = True) -> torch.Tensor:
+def text_codes(model: Any, saes: Sequence[SAE], texts: Sequence[str], *, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
     """``[len(texts), sum d_sae]``: each text's codes averaged over all its tokens (BOS
-    prepended and left out of the average; texts cut to the model's context)."""
+    prepended and left out of the average; texts cut to the model's context), ``batch_size``
+    texts per forward pass (the results do not depend on it)."""
     if not texts:
         raise ValueError("text_codes needs at least one text.")
-    hooks = [sae.cfg.metadata.hook_name for sae in saes]
     bos = bos_id(model.tokenizer)
-    device = next(model.parameters()).device
-    out = torch.zeros(len(texts), sum(sae.cfg.d_sae for sae in saes))
-    for i, text in enumerate(tqdm(texts, desc="preference codes", disable=not progress, leave=False)):
+    rows = []
+    for i, text in enumerate(texts):
         ids = model.tokenizer(text, add_special_tokens=False)["input_ids"][: model.cfg.n_ctx - 1]
         if not ids:
             raise ValueError(f"Text {i} has no tokens; preference triples need non-empty texts.")
-        _, cache = model.run_with_cache(torch.tensor([[bos, *ids]], device=device), names_filter=hooks)
-        out[i] = torch.cat([sae.encode(cache[hook][0, 1:].to(sae.W_dec.dtype)).mean(0).float().cpu() for sae, hook in zip(saes, hooks)])
+        rows.append([bos, *ids])
+    positions = [list(range(1, len(row))) for row in rows]
+    return _mean_codes(model, saes, rows, positions, batch_size=batch_size, desc="preference codes", progress=progress)
+
+
+@torch.no_grad()
+def _mean_codes(
+    model: Any, saes: Sequence[SAE], rows: list[list[int]], positions: list[list[int]], *, batch_size: int, desc: str, progress: bool
+) -> torch.Tensor:
+    """``[len(rows), sum d_sae]``: the codes of each token row (BOS first) averaged over its
+    ``positions``, running the rows ``batch_size`` at a time.
+
+    Rows are sorted by length (the output keeps the input order), right-padded with BOS and run
+    without an attention mask. In a causal model a real token never sees the pads after it,
+    and every row's positions still start at 0 (TransformerLens masks and shifts only *leading*
+    pads, and only with a left-padding tokenizer), so each row's activations at its own
+    positions are those of running it alone, up to float rounding.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    hooks = [sae.cfg.metadata.hook_name for sae in saes]
+    device = next(model.parameters()).device
+    pad = rows[0][0]  # BOS; any valid id would do
+    out = torch.zeros(len(rows), sum(sae.cfg.d_sae for sae in saes))
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths together: little padding
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        batch = order[start : start + batch_size]
+        width = max(len(rows[i]) for i in batch)
+        ids = torch.tensor([rows[i] + [pad] * (width - len(rows[i])) for i in batch], device=device)
+        _, cache = model.run_with_cache(ids, names_filter=hooks)
+        counts = [len(positions[i]) for i in batch]
+        per_sae = []
+        for sae, hook in zip(saes, hooks):
+            # every row's read positions in one encode, then averaged row by row
+            acts = torch.cat([cache[hook][b, positions[i]] for b, i in enumerate(batch)])
+            codes = sae.encode(acts.to(sae.W_dec.dtype)).float().cpu()
+            per_sae.append(torch.stack([c.mean(0) for c in codes.split(counts)]))
+        out[batch] = torch.cat(per_sae, dim=1)
     return out
 
 

@@ -71,6 +71,23 @@ def test_text_codes_average_every_token_after_bos(world_root):
     torch.testing.assert_close(codes[0], expected.detach())
 
 
+@pytest.mark.parametrize("padding_side", ["left", "right"])  # left: TransformerLens builds a mask from pad ids
+def test_batched_text_codes_equal_one_text_at_a_time(world_root, padding_side):
+    model = world.load_model("hooked_sae")
+    model.tokenizer.padding_side = padding_side
+    saes = world.load_saes("mlp_out", layers=[0, 1])
+    corpus = world.corpus("test", 4)
+    texts = ["Good.", corpus[0], " ".join(corpus), "The film was great.", corpus[1], "No."]  # the third is cut to the context
+    expected = torch.zeros(len(texts), sum(sae.cfg.d_sae for sae in saes))
+    for i, text in enumerate(texts):  # one text per forward pass, as before batching
+        ids = model.tokenizer(text, add_special_tokens=False)["input_ids"][: model.cfg.n_ctx - 1]
+        _, cache = model.run_with_cache(torch.tensor([[0, *ids]]))
+        expected[i] = torch.cat([sae.encode(cache[sae.cfg.metadata.hook_name][0, 1:]).mean(0) for sae in saes])
+    assert len(model.tokenizer(texts[2])["input_ids"]) > model.cfg.n_ctx
+    codes = text_codes(model, saes, texts, batch_size=4, progress=False)  # batches of 4 and 2
+    torch.testing.assert_close(codes, expected, atol=1e-5, rtol=1e-4)
+
+
 def test_pairs_are_split_by_seed_with_at_least_one_on_each_side():
     from sae_lens_match.lfp.part2 import run_part2, split_items
 

@@ -80,6 +80,30 @@ def test_codes_at_the_swapped_word_are_what_the_model_and_sae_give_there(world_r
     torch.testing.assert_close(codes[0, 0], at_word.detach())
 
 
+@pytest.mark.parametrize("padding_side", ["left", "right"])  # left: TransformerLens builds a mask from pad ids
+def test_batched_word_codes_equal_one_text_at_a_time(world_root, padding_side):
+    model = world.load_model("hooked_sae")
+    model.tokenizer.padding_side = padding_side
+    saes = world.load_saes("mlp_out", layers=[0, 1])
+    long = "We watched it on a Sunday night with friends and family at home after a big dinner, and we talked about it for hours; in the end we all agreed it was good."
+    texts = ["A good one.", *world.corpus("test", 5), long]
+    triples = contrastive_triples(texts, {"adj": _world_swaps()}, seed=2)
+    lengths = [len(model.tokenizer(text)["input_ids"]) for t in triples for text in t.texts]
+    assert len(triples) == 7 and max(lengths) > 5 * min(lengths)
+    expected = torch.zeros(len(triples), 3, sum(sae.cfg.d_sae for sae in saes))
+    for i, t in enumerate(triples):  # one text per forward pass, as before batching
+        for k, text in enumerate(t.texts):
+            encoded = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            (start, end), offsets = t.span(k), encoded["offset_mapping"]
+            positions = [1 + j for j, (s, e) in enumerate(offsets) if s < end and start < e]
+            _, cache = model.run_with_cache(torch.tensor([[0, *encoded["input_ids"]]]))
+            expected[i, k] = torch.cat([sae.encode(cache[sae.cfg.metadata.hook_name][0, positions]).mean(0) for sae in saes])
+    codes = word_codes(model, saes, triples, batch_size=4, progress=False)  # 21 texts: batches of 4, 4, 4, 4, 4, 1
+    torch.testing.assert_close(codes, expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="batch_size"):
+        word_codes(model, saes, triples, batch_size=0, progress=False)
+
+
 def _world_swaps():
     vocab = world.vocabulary()
     return SwapWords(

@@ -18,7 +18,7 @@ KILLS = 3  # interruptions per command; each at a random point of the run (seede
 
 COMMANDS = {
     "match": ["demo", "--synthetic", "--layers", "5", "--d-in", "64", "--d-sae", "1024"],
-    "demo": ["demo", "--no-lfp", "--n-texts", "8", "--causal-edges", "10"],
+    "demo": ["demo", "--no-lfp", "--n-texts", "4", "--causal-edges", "4", "--matchers", "sae_match,cosine_top1"],
     "evaluate": ["evaluate", "--world", "--n-texts", "8", "--matchers", "sae_match,cosine_top1"],
     "lfp": ["lfp", "--steps", "2", "--n-texts", "24", "--top-k", "1", "--dictionary-tokens", "2000", "--triples", "60", "--ablation-prompts", "6"],
 }
