@@ -13,7 +13,7 @@ by deactivating predecessors; and steering along a feature's flow.
 - ``null.py``: the random-rotation null and the default threshold;
 - ``predecessors.py``: :func:`layer_predecessors`, the classes;
 - ``graph.py``: :class:`FlowGraph` (walks, splits and merges, JSON, NetworkX), :func:`build_flow_graph`;
-- ``causal.py``: :func:`causal_check` (deactivation through ``HookedSAETransformer``);
+- ``causal.py``: :func:`causal_check` (deactivation of a source feature, its SAE spliced in with its error term; batched);
 - ``steering.py``: single-layer and flow steering, against random features;
 - ``synthetic.py``: :func:`make_flow_stack`, stacks with planted classes.
 """

@@ -1,14 +1,22 @@
 """The causal check of a flow graph's edges on data (Feature Flow's deactivation experiment).
 
-For an edge ``u -> v``: run the model with the stack's SAEs spliced in through SAELens's
-``HookedSAETransformer`` with ``use_error_term=True`` (each SAE then passes the model's own
-activation on, so the forward pass is the clean one), set ``u``'s activation to 0 at its hook
-(only ``u``'s decoder contribution leaves the stream), and read ``v``'s activation. The effect
-is the mean drop of ``v``'s activation over the positions where ``v`` fires in the clean run.
-The control deactivates a random feature of ``u``'s SAE instead, drawn (seeded) among that
-SAE's features that fire somewhere in the batch: a feature that never fires would change
-nothing and make the control trivially weak. An edge is *validated* when its effect exceeds
-its control's.
+For an edge ``u -> v``: run the model with ``u``'s SAE spliced in at its hook with its error
+term (as SAELens's ``HookedSAETransformer`` does with ``use_error_term=True``: the SAE then
+passes the model's own activation on, so the forward pass is the clean one), set ``u``'s
+activation to 0 there (only ``u``'s decoder contribution leaves the stream), and read ``v``'s
+activation (its SAE's encoding of the stream at its hook). The effect is the mean drop of
+``v``'s activation over the positions where ``v`` fires in the clean run. The control
+deactivates a random feature of ``u``'s SAE instead, drawn (seeded) among that SAE's features
+that fire somewhere in the batch: a feature that never fires would change nothing and make the
+control trivially weak. An edge is *validated* when its effect exceeds its control's.
+
+The ablations are batched and run only where they can change something: one forward pass
+holds many (copy, row) pairs, each zeroing its own feature and reading its own target; a pair
+is run only if the target fires in that row and the zeroed feature is active somewhere in it,
+the spliced SAE is evaluated only at the positions where that feature is active (elsewhere the
+SAE with its error term passes the activation on), and the pass starts at the source's block
+from the clean stream (nothing before the source's hook changes). Results equal the
+straightforward one-ablation-per-pass computation up to float rounding.
 """
 
 from __future__ import annotations
@@ -29,8 +37,8 @@ from sae_lens_match.sources.tokens import TokenSet
 
 logger = logging.getLogger(__name__)
 
-ACTS = "hook_sae_acts_post"
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
+_STREAM = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")  # the residual stream between blocks
 
 
 @dataclass(frozen=True)
@@ -41,15 +49,21 @@ class CausalConfig:
         n_edges: edges sampled (seeded, uniformly over the graph's edges); all if fewer.
         rank0_only: check only each module's best predecessor (rank 0).
         seed: seed of the edge sample and of the random controls.
+        ablation_tokens: positions (rows x sequence length) per batched forward pass of
+            ablated rows (at least one row per pass); bounds memory, the results do not
+            depend on it beyond float rounding.
     """
 
     n_edges: int = 200
     rank0_only: bool = True
     seed: int = 0
+    ablation_tokens: int = 8192
 
     def __post_init__(self) -> None:
         if self.n_edges < 1:
             raise ValueError(f"n_edges must be >= 1, got {self.n_edges}.")
+        if self.ablation_tokens < 1:
+            raise ValueError(f"ablation_tokens must be >= 1, got {self.ablation_tokens}.")
 
 
 @dataclass(frozen=True)
@@ -87,9 +101,8 @@ def causal_check(data: TokenSet, stack: FlowStack, graph: FlowGraph, config: Cau
     """Deactivate each sampled edge's source feature and a random control; see the module docstring.
 
     ``data.model`` must be a ``HookedSAETransformer`` without SAEs attached. Edges are checked
-    in groups of one (source SAE, target SAE) pair, with only those two SAEs attached; each
-    forward pass stops after the target's block. Edges whose target never fires on ``data``
-    are left out (logged).
+    in groups of one (source SAE, target SAE) pair; each forward pass stops after the target's
+    block. Edges whose target never fires on ``data`` are left out (logged).
     """
     config = config or CausalConfig()
     model = data.model
@@ -105,30 +118,32 @@ def causal_check(data: TokenSet, stack: FlowStack, graph: FlowGraph, config: Cau
     controls: dict[Edge, int] = {}
     with torch.no_grad():
         for (module, source_layer, target_layer), group in tqdm(groups.items(), desc="causal check", disable=not data.progress):
-            source_name = f"{stack.hook(module, source_layer)}.{ACTS}"
-            target_name = f"{stack.hook('residual', target_layer)}.{ACTS}"
-            block = _BLOCK.match(target_name)  # nothing after the target's block matters
-            stop = int(block.group(1)) + 1 if block else None
-            with model.saes(saes=[stack.sae(module, source_layer), stack.sae("residual", target_layer)], use_error_term=True):
-                for tokens in data.batches():
-                    mask = data.position_mask(tokens)
-                    _, cache = model.run_with_cache(tokens, names_filter=[source_name, target_name], stop_at_layer=stop)
-                    for edge in group:
-                        clean = cache[target_name][..., edge.target.feature]
-                        fires = (clean > 0) & mask
-                        if not fires.any():
-                            continue
-                        if edge not in controls:
-                            controls[edge] = _random_feature(cache[source_name], mask, edge.source.feature, g)
-                        drops = [
-                            (clean - _ablated(model, tokens, source_name, feature, target_name, edge.target.feature, stop))[fires].sum().item()
-                            for feature in (edge.source.feature, controls[edge])
-                        ]
-                        s = sums[edge]
-                        s[0] += clean[fires].sum().item()
-                        s[1] += drops[0]
-                        s[2] += drops[1]
-                        s[3] += int(fires.sum())
+            pair = _Pair(model, stack.hook(module, source_layer), stack.sae(module, source_layer),
+                         stack.hook("residual", target_layer), stack.sae("residual", target_layer))
+            for tokens in data.batches():
+                mask = data.position_mask(tokens)
+                clean = pair.clean(tokens)
+                fired: list[tuple[Edge, torch.Tensor]] = []
+                for edge in group:
+                    fires = (clean.target_acts[..., edge.target.feature] > 0) & mask
+                    if not fires.any():
+                        continue
+                    if edge not in controls:
+                        controls[edge] = _random_feature(clean.source_acts, mask, edge.source.feature, g)
+                    fired.append((edge, fires))
+                if not fired:
+                    continue
+                # two copies per edge: one zeroes its source feature, the other its control
+                features = torch.tensor([f for e, _ in fired for f in (e.source.feature, controls[e])], device=tokens.device)
+                targets = torch.tensor([e.target.feature for e, _ in fired for _ in range(2)], device=tokens.device)
+                fires = torch.stack([f for _, f in fired]).repeat_interleave(2, dim=0)
+                drops = pair.drops(clean, features, targets, fires, config.ablation_tokens)
+                for i, (edge, edge_fires) in enumerate(fired):
+                    s = sums[edge]
+                    s[0] += clean.target_acts[..., edge.target.feature][edge_fires].sum().item()
+                    s[1] += drops[2 * i]
+                    s[2] += drops[2 * i + 1]
+                    s[3] += int(edge_fires.sum())
     skipped = len(edges) - len(sums)
     if skipped:
         logger.info("causal check: %d of %d edges left out (their target never fires on the data)", skipped, len(edges))
@@ -149,20 +164,102 @@ def _random_feature(acts: torch.Tensor, mask: torch.Tensor, exclude: int, g: tor
     return int(candidates[torch.randint(len(candidates), (1,), generator=g)])
 
 
-def _ablated(model: Any, tokens: torch.Tensor, source_name: str, feature: int, target_name: str, target_feature: int, stop: int | None) -> torch.Tensor:
-    """``[batch, seq]`` activation of ``target_feature`` with ``feature`` set to 0 at ``source_name``."""
-    seen: dict[str, torch.Tensor] = {}
+@dataclass
+class _Clean:
+    """One batch's clean run: SAE activations ``[batch, seq, d_sae]`` and the forward-pass arguments
+    that resume it where the ablated passes start."""
 
-    def deactivate(acts: torch.Tensor, hook: Any) -> torch.Tensor:
-        acts = acts.clone()
-        acts[..., feature] = 0.0
-        return acts
+    source_acts: torch.Tensor
+    target_acts: torch.Tensor
+    resume: dict[str, Any]
 
-    def read(acts: torch.Tensor, hook: Any) -> None:
-        seen["acts"] = acts[..., target_feature].clone()
 
-    model.run_with_hooks(tokens, fwd_hooks=[(source_name, deactivate), (target_name, read)], return_type=None, stop_at_layer=stop)
-    return seen["acts"]
+@dataclass
+class _Pair:
+    """A (source SAE, target SAE) pair on the model: clean runs and batched ablations."""
+
+    model: Any
+    source_hook: str
+    source_sae: Any
+    target_hook: str
+    target_sae: Any
+
+    def __post_init__(self) -> None:
+        start, stop = _block(self.source_hook), _block(self.target_hook)
+        # a pass resumes at the source's block (nothing before its hook changes), or, for a source
+        # on the stream between blocks, at the block it enters, with the source spliced into its
+        # input; it stops after the target's block (nothing after it matters); hooks outside
+        # blocks run the whole model
+        stream = _STREAM.match(self.source_hook)
+        self.on_stream = stream is not None and start is not None and stop is not None
+        if self.on_stream:
+            start += stream.group(2) == "post"
+        self.start, self.stop = (None, None) if start is None or stop is None else (start, stop + 1)
+
+    def clean(self, tokens: torch.Tensor) -> _Clean:
+        resume_name = self.source_hook if self.on_stream else f"blocks.{self.start}.hook_resid_pre"
+        names = [self.source_hook, self.target_hook] + ([resume_name] if self.start is not None else [])
+        _, cache = self.model.run_with_cache(tokens, names_filter=names, stop_at_layer=self.stop)
+        if self.start is None:
+            resume = {"input": tokens}
+        else:
+            _, _, pos_embed, attention_mask = self.model.input_to_embed(tokens)  # what blocks need besides the stream
+            resume = {"input": cache[resume_name], "start_at_layer": self.start, "shortformer_pos_embed": pos_embed, "attention_mask": attention_mask}
+        return _Clean(self.source_sae.encode(cache[self.source_hook]), self.target_sae.encode(cache[self.target_hook]), resume)
+
+    def drops(self, clean: _Clean, features: torch.Tensor, targets: torch.Tensor, fires: torch.Tensor, max_tokens: int) -> list[float]:
+        """Per copy ``k``: the drop of target feature ``targets[k]``, summed over ``fires[k]`` (``[batch, seq]``),
+        when source feature ``features[k]`` is set to 0."""
+        # only (copy, row) pairs where the target fires and the zeroed feature is active somewhere
+        # in the row can change: every other drop is exactly 0
+        active = (clean.source_acts[..., features] != 0).any(1).T  # [copies, batch]
+        copy, row = (active & fires.any(-1)).nonzero(as_tuple=True)
+        drops = torch.zeros(len(features), device=features.device)
+        per_pass = max(1, max_tokens // fires.shape[-1])
+        for begin in range(0, len(copy), per_pass):  # in chunks bounded by max_tokens
+            c, r = copy[begin : begin + per_pass], row[begin : begin + per_pass]
+            stream = self._ablated_stream(clean, r, features[c])
+            i, pos = fires[c, r].nonzero(as_tuple=True)  # the target is read only where it fires
+            ablated = self.target_sae.encode(stream[i, pos])[torch.arange(len(i)), targets[c][i]]
+            drops.index_add_(0, c[i], clean.target_acts[r[i], pos, targets[c][i]] - ablated)
+        return drops.tolist()
+
+    def _ablated_stream(self, clean: _Clean, rows: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """``[n, seq, ...]`` at the target's hook: clean row ``rows[j]`` with ``features[j]`` set to 0."""
+        seen: dict[str, torch.Tensor] = {}
+
+        def splice(x: torch.Tensor, hook: Any) -> torch.Tensor:
+            # the spliced SAE changes x only where the zeroed feature is active
+            j, pos = (clean.source_acts[rows, :, features] != 0).nonzero(as_tuple=True)
+            x = x.clone()
+            x[j, pos] = _spliced(self.source_sae, x[j, pos], features[j])
+            return x
+
+        def read(x: torch.Tensor, hook: Any) -> None:
+            seen["x"] = x
+
+        inputs = {k: v[rows] if torch.is_tensor(v) else v for k, v in clean.resume.items()}
+        hooks = [(self.target_hook, read)]
+        if self.on_stream:
+            inputs["input"] = splice(inputs["input"], None)
+        else:
+            hooks.append((self.source_hook, splice))
+        self.model.run_with_hooks(**inputs, fwd_hooks=hooks, return_type=None, stop_at_layer=self.stop)
+        return seen["x"]
+
+
+def _spliced(sae: Any, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """The output of ``sae`` spliced in with its error term (as ``SAE.forward`` computes it) on
+    activations ``x`` (``[n, ...]``), with feature ``features[j]`` of row ``j`` set to 0."""
+    acts = sae.encode(x)
+    acts[torch.arange(len(x)), features] = 0.0
+    return sae.decode(acts) + (x - sae.decode(sae.encode(x)))
+
+
+def _block(hook: str) -> int | None:
+    """The index of the block ``hook`` lies in, if any."""
+    match = _BLOCK.match(hook)
+    return int(match.group(1)) if match else None
 
 
 def causal_summary(effects: list[EdgeEffect]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from sae_lens_match.flow import (
     causal_summary,
     median_norm,
     random_nodes,
+    sample_edges,
     steering_hooks,
     steering_vectors,
 )
@@ -74,6 +75,84 @@ def test_deactivation_removes_exactly_that_features_contribution(setup):
             expected = (clean - by_hand(model, tokens, stack, source, feature, target))[fires].mean().item()
             assert effect == pytest.approx(expected, abs=1e-4)
         assert e.random_feature != e.source_feature
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """All three modules, three SAE architectures (one with layer-norm scaling), a few dead target
+    features, edges of rank 0 and 1, and 10 rows in batches of 4 (the last one short)."""
+    model = tiny_model(seed=1)
+    tokens = sampled_tokens(model, n_rows=10, seq_len=10, seed=1)
+
+    def sae(arch, hook, seed, **cfg):
+        s = random_sae(arch, d_in=D_MODEL, d_sae=24, seed=seed, **cfg)
+        s.cfg.metadata.hook_name = hook
+        return s
+
+    residual = [sae("standard", f"blocks.{L}.hook_resid_post", L) for L in range(N_LAYERS)]
+    with torch.no_grad():
+        for s in residual:
+            s.b_enc[:3] = -1e4  # features 0-2 never fire: edges into them are left out
+    stack = FlowStack(
+        residual,
+        attention=[sae("topk", f"blocks.{L}.hook_attn_out", 20 + L) for L in range(N_LAYERS)],
+        mlp=[sae("jumprelu", f"blocks.{L}.hook_mlp_out", 10 + L, normalize_activations="layer_norm") for L in range(N_LAYERS)],
+    )
+    graph = build_flow_graph(stack, FlowConfig(threshold=-1.0, top_k=2), progress=False)  # best two predecessors per module
+    return model, TokenSet(model, tokens, bos_token_id=BOS, batch_size=4, progress=False), stack, graph
+
+
+def reference(model, data, stack, edge, feature):
+    """Clean activation, drop and count of ``edge``'s target over the positions where it fires,
+    with source ``feature`` zeroed: per batch, full clean and ablated passes with both SAEs attached."""
+    source, target = stack.sae(edge.source.module, edge.source.layer), stack.sae("residual", edge.target.layer)
+    source_name, target_name = (f"{s.cfg.metadata.hook_name}.hook_sae_acts_post" for s in (source, target))
+    clean_sum, drop_sum, n = 0.0, 0.0, 0
+    seen = {}
+
+    def zero(acts, hook):
+        acts = acts.clone()
+        acts[..., feature] = 0.0
+        return acts
+
+    def read(acts, hook):
+        seen["acts"] = acts[..., edge.target.feature]
+
+    with model.saes(saes=[source, target], use_error_term=True):
+        for tokens in data.batches():
+            clean = model.run_with_cache(tokens, names_filter=target_name)[1][target_name][..., edge.target.feature]
+            fires = (clean > 0) & data.position_mask(tokens)
+            model.run_with_hooks(tokens, fwd_hooks=[(source_name, zero), (target_name, read)])
+            clean_sum += clean[fires].sum().item()
+            drop_sum += (clean - seen["acts"])[fires].sum().item()
+            n += int(fires.sum())
+    return clean_sum, drop_sum, n
+
+
+@pytest.mark.parametrize("rank0_only, ablation_tokens", [(True, 4096), (True, 1), (False, 25)])
+@torch.no_grad()
+def test_batched_ablations_equal_one_pass_per_ablation(mixed, rank0_only, ablation_tokens):
+    """The batched check (one row per pass with ablation_tokens=1, groups split over chunks of two
+    rows with 25) against straightforward passes, one ablation each."""
+    model, data, stack, graph = mixed
+    config = CausalConfig(n_edges=40, rank0_only=rank0_only, ablation_tokens=ablation_tokens)
+    effects = causal_check(data, stack, graph, config)
+    assert not model.acts_to_saes
+    sampled = sample_edges(graph, config)
+    assert {e.source.module for e in sampled} == {"residual", "attention", "mlp"}
+    assert rank0_only or any(e.rank > 0 for e in sampled)
+    expected = {e: reference(model, data, stack, e, e.source.feature) for e in sampled}
+    kept = [e for e in sampled if expected[e][2] > 0]  # the target fires somewhere
+    assert any(e.target.feature < 3 for e in sampled) and all(e.target.feature >= 3 for e in kept)
+    assert [(e.source.module, e.source.feature, e.target.layer, e.target.feature) for e in kept] == [
+        (e.source_module, e.source_feature, e.layer, e.target_feature) for e in effects
+    ]
+    for edge, e in zip(kept, effects):
+        clean, drop, n = expected[edge]
+        _, random_drop, _ = reference(model, data, stack, edge, e.random_feature)
+        assert e.n_positions == n and e.random_feature != e.source_feature
+        assert (e.clean, e.effect, e.random_effect) == pytest.approx((clean / n, drop / n, random_drop / n), abs=1e-5)
+    assert any(e.effect != 0 for e in effects) and any(e.random_effect != 0 for e in effects)
 
 
 def test_summary_counts_and_fractions(setup):
