@@ -296,7 +296,7 @@ def _preference_probes(codes: dict[str, torch.Tensor], cfg: Part2Config, out: Pa
 def _validate(tuned: Any, saes: Sequence[SAE], v: Validation, x: torch.Tensor | None, predicted: torch.Tensor | None, cfg: Part2Config, steps: _Steps) -> dict[str, Any]:
     """Labels of the top-overlap features, the reward attribution, activation frequency and ablation."""
     chosen = [list(s)[: cfg.n_explained] for s in v.shared]
-    label_inputs = {"contexts": v.contexts.fingerprint(), "chosen": chosen, "explainer": getattr(v.explainer, "name", type(v.explainer).__qualname__), "judge": v.relatedness.name}
+    label_inputs = {"contexts": v.contexts.fingerprint(), "chosen": chosen, "explainer": v.explainer.name, "judge": v.relatedness.name}
     rows = steps.run("labels", label_inputs, lambda: related_features(v.contexts, saes, chosen, v.explainer, v.relatedness))
     related = [[r["feature"] for r in rows if r["layer"] == layer and r["related"]] for layer in range(len(saes))]
     out: dict[str, Any] = {"features": rows, "activation_frequency": None, "attribution": None, "ablation": None}

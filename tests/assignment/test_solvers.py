@@ -66,7 +66,8 @@ def test_identical_point_sets_cost_zero():
     assert torch.equal(perm[result.cols], torch.arange(200))
 
 
-def test_candidate_graph_without_a_full_matching():
+@pytest.mark.parametrize("options", [{}, {"k_pool": 2}], ids=["default", "small-pool"])
+def test_candidate_graph_without_a_full_matching(options):
     # 99 rows of A point along e1, where B has only 3 columns; a hub row leans on all the other
     # columns, so with k = 1 every other column nominates the hub. The candidate graph then
     # matches at most 4 rows: spare columns must be added before the sparse assignment runs.
@@ -78,9 +79,9 @@ def test_candidate_graph_without_a_full_matching():
     b = torch.zeros(100, 8)
     b[:3, 0] = torch.tensor([1.0, 1.5, 2.0])
     b[3:, 2:] = torch.rand(97, 6, generator=g)
-    sparse = assign(a, b, solver="sparse", k=1, k_weak=1)
+    sparse = assign(a, b, solver="sparse", k=1, k_weak=1, **options)
     assert sparse.info["completion_edges"] > 0
-    _assert_same_optimum(a, b, k=1, k_weak=1)
+    _assert_same_optimum(a, b, k=1, k_weak=1, **options)
 
 
 def test_sparse_is_deterministic():
