@@ -3,6 +3,10 @@ import os
 # Tests never reach a hub: set before huggingface_hub reads its constants.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+# The tests run in parallel, one process per core (pyproject's addopts): every process they
+# start gets one thread too, or OpenMP threads waiting at barriers for a busy core thrash.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 

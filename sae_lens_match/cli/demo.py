@@ -116,7 +116,9 @@ def run_demo_command(args: argparse.Namespace) -> Path:
         match=match_config(args), unmatched=unmatched_rule(args), causal_edges=args.causal_edges, lfp=not args.no_lfp,
     )
     # this command owns its process: one thread while the LFP child takes the other core
-    torch.set_num_threads(1 if config.lfp and _cores() >= 2 else min(2, _cores()))
+    # (unless the user chose the threads with OMP_NUM_THREADS)
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1 if config.lfp and _cores() >= 2 else min(2, _cores()))
     index = run_demo(args.out, config)
     print(f"wrote {index} (open it in a browser); every table beside it as JSON and CSV")
     return index

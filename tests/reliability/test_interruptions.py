@@ -39,7 +39,8 @@ def command(out: Path, argv: list[str]) -> list[str]:
 def run(out: Path, argv: list[str], kill_after: float | None = None, sig: int = signal.SIGKILL) -> float:
     """Run the command; send ``sig`` after ``kill_after`` seconds (if still running). Returns its wall time."""
     start = time.perf_counter()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    # one thread: the tests run in parallel on the machine's cores, and OpenMP threads that wait at barriers for a busy core thrash
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.Popen(command(out, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         _, err = proc.communicate(timeout=kill_after)
