@@ -171,10 +171,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> Path:
     lfp = _LFPRun(out, config, key) if config.lfp else None
     if lfp is not None and _cores() >= 2:
         lfp.start()  # beside the other steps, each process on one core
-    timed("matching", lambda: _matching_step(out, config, key, data))
-    timed("evaluation", lambda: _evaluation_step(out, config, key, data))
-    timed("flow", lambda: _flow_step(out, config, key, data))
-    timed("feature cards", lambda: _cards_step(out, config, key, data))
+    for name, folder, step in STEPS:
+        timed(name, lambda: _run_step(_stage(out, folder, key), lambda f: step(f, out, config, data)))
     if lfp is not None:
         timed("lfp" if not lfp.running else "lfp (waiting for the second process)", lfp.finish)
     timings.append({"step": "total", "seconds": round(time.perf_counter() - started, 2), "reused": all(t["reused"] for t in timings)})
@@ -215,22 +213,25 @@ def _cores() -> int:
     return available_cores()
 
 
-def _stage(out: Path, name: str, key: dict[str, Any], *extra: Any) -> Stage:
-    return Stage.of(out / name, {**key, "step": name, "extra": list(extra)})
-
-
-def _matching_step(out: Path, config: DemoConfig, key: dict, data: _WorldData) -> bool:
-    stage = _stage(out, "matching", key)
+def _run_step(stage: Stage, compute: Callable[[Path], None]) -> bool:
+    """Compute the stage into its folder unless it is done; whether anything was computed."""
     if stage.done():
         return False
-    folder = stage.start(resume=False)
+    compute(stage.start(resume=False))
+    stage.finish()
+    return True
+
+
+def _stage(out: Path, name: str, key: dict[str, Any]) -> Stage:
+    return Stage.of(out / name, {**key, "step": name})
+
+
+def _matching_step(folder: Path, out: Path, config: DemoConfig, data: _WorldData) -> None:
     matchings = compute_matchings(data.saes("residual"), config.matcher_names(), data=data.fit, config=config.match)
     for name, ms in matchings.items():
         for i, m in enumerate(ms):
             m.save(folder / name / f"pair_{i:03d}.safetensors")
     write_matching_report(folder, run_cost_summary(matchings["sae_match"], CostSummaryConfig(config.unmatched)), matchings["sae_match"])
-    stage.finish()
-    return True
 
 
 def load_matchings(out: Path) -> dict[str, list[Matching]]:
@@ -239,11 +240,7 @@ def load_matchings(out: Path) -> dict[str, list[Matching]]:
     return {f.name: [Matching.load(p) for p in sorted(f.glob("pair_*.safetensors"))] for f in folders}
 
 
-def _evaluation_step(out: Path, config: DemoConfig, key: dict, data: _WorldData) -> bool:
-    stage = _stage(out, "evaluation", key)
-    if stage.done():
-        return False
-    folder = stage.start(resume=False)
+def _evaluation_step(folder: Path, out: Path, config: DemoConfig, data: _WorldData) -> None:
     saes = data.saes("residual")
     curves = run_parameter_curves(saes, ParameterCurvesConfig(match=config.match))
     write_result(folder, "parameter_curves", curves)
@@ -256,15 +253,9 @@ def _evaluation_step(out: Path, config: DemoConfig, key: dict, data: _WorldData)
     rows = result.rows()
     panels = [c for c in ("mean_cost", "matching_score", "delta_loss", "explained_variance") if any(r.get(c) is not None for r in rows)]
     write_figure(folder / "compare.html", line_panels(rows, x="pair", series="method", panels=panels), title="Matchers side by side")
-    stage.finish()
-    return True
 
 
-def _flow_step(out: Path, config: DemoConfig, key: dict, data: _WorldData) -> bool:
-    stage = _stage(out, "flow", key)
-    if stage.done():
-        return False
-    folder = stage.start(resume=False)
+def _flow_step(folder: Path, out: Path, config: DemoConfig, data: _WorldData) -> None:
     stack = FlowStack(data.saes("residual"), attention=data.saes("attention"), mlp=data.saes("mlp"))
     graph = build_flow_graph(stack, FlowConfig(match=config.match, seed=config.seed))
     graph.save(folder / "graph.json")
@@ -273,15 +264,9 @@ def _flow_step(out: Path, config: DemoConfig, key: dict, data: _WorldData) -> bo
     if effects:
         write_table(folder, "causal_edges", effect_rows(effects))
         write_table(folder, "causal_summary", causal_summary(effects))
-    stage.finish()
-    return True
 
 
-def _cards_step(out: Path, config: DemoConfig, key: dict, data: _WorldData) -> bool:
-    stage = _stage(out, "feature_cards", key)
-    if stage.done():
-        return False
-    folder = stage.start(resume=False)
+def _cards_step(folder: Path, out: Path, config: DemoConfig, data: _WorldData) -> None:
     explainer = TopTokensExplainer()
     cards: dict[str, FeatureCards] = {}
     for module in MODULE_HOOKS:
@@ -295,8 +280,15 @@ def _cards_step(out: Path, config: DemoConfig, key: dict, data: _WorldData) -> b
         for i, m in enumerate(config.unmatched.apply(m) for m in load_matchings(out)["sae_match"])
     ]
     write_json(folder / "verdicts.json", verdicts, compact=True)
-    stage.finish()
-    return True
+
+
+STEPS = (
+    ("matching", "matching", _matching_step),
+    ("evaluation", "evaluation", _evaluation_step),
+    ("flow", "flow", _flow_step),
+    ("feature cards", "feature_cards", _cards_step),
+)
+"""The demo's steps in the main process: (name in timings, folder, compute into the folder)."""
 
 
 def _write_json_gz(path: Path, value: Any) -> None:
