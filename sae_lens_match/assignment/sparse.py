@@ -115,6 +115,7 @@ def sparse_assign(
     proven = False
     # What earlier passes proved, so that a pass rescores only what the duals' change undid.
     pool, coverage = Pool.empty(), Coverage(n_a, n_b)
+    duals = None
     bar = tqdm(total=max_rounds, desc="optimality check", disable=not progress, leave=False)
     while True:
         round_start = time.perf_counter()
@@ -125,7 +126,9 @@ def sparse_assign(
         # for the exact costs within delta / 2 on every edge.
         gridded, delta = edges.on_grid()
         tol = _TOL * (1.0 + float(edges.cost.abs().max())) + delta / 2
-        u, v = lap.duals(gridded, match, tol, cap_u, cap_v)
+        # The previous round's duals are close to this round's: a warm start (same answer).
+        u, v = lap.duals(gridded, match, tol, cap_u, cap_v, hint=duals)
+        duals = (u, v)
         tick("assignment")
         stats["rounds"] += 1
         new_rows, new_cols, worst, pool, rescored = _pricing_pass(
