@@ -2,7 +2,8 @@
 
 For each seed: fine-tune the world model with ``sentiment_rl`` (RLOO, VADER reward), then
 sample completions of held-out review prefixes from the base and the tuned model with the
-same sampling seed and compare their mean VADER reward. The base model is the baseline,
+same sampling seeds (plain sampling, one seed per prefix:
+:func:`~sae_lens_match.lfp.preference_eval.sample_completions`) and compare their mean VADER reward. The base model is the baseline,
 measured in the same run.
 
     python benchmarks/lfp_rl_reward.py [--seeds 0 1 2 --steps 60 --samples 128]
@@ -14,22 +15,14 @@ import argparse
 import statistics
 import tempfile
 
-import torch
-
 from sae_lens_match.lfp.finetune import sentiment_rl
-from sae_lens_match.lfp.reward import vader_reward
+from sae_lens_match.lfp.preference_eval import completion_reward
 from sae_lens_match.world import load_model, load_tokenizer, review_prefixes
 
 
-@torch.no_grad()
 def mean_completion_reward(model, tokenizer, prompts: list[str], seed: int, max_new_tokens: int = 24) -> float:
-    torch.manual_seed(seed)
-    rewards = []
-    for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt").input_ids
-        out = model.generate(ids, do_sample=True, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-        rewards += vader_reward([tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)])
-    return statistics.fmean(rewards)
+    """Mean VADER reward of one sampled completion per prompt, the completion scored alone."""
+    return float(completion_reward(model, tokenizer, prompts, scope="completion", max_new_tokens=max_new_tokens, seed=seed).mean())
 
 
 def main() -> None:

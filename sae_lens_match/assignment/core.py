@@ -100,21 +100,15 @@ def pair_sq_dist(a: torch.Tensor, b: torch.Tensor, cols: torch.Tensor) -> torch.
     return out
 
 
-def exact_costs(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+def exact_costs(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, batch: int = 128) -> torch.Tensor:
     """``[E]`` float64 (CPU) ``||a_rows - b_cols||^2``, summed in float64 from the differences.
 
-    The gathers are copied straight into reused float64 buffers: one pass over memory per
-    side instead of a gather, a conversion and a mixed-dtype subtraction (about 6x faster)."""
+    Small batches keep the float64 differences in cache (about twice as fast as large ones)."""
     out = torch.empty(len(rows), dtype=torch.float64)
-    if not len(rows):
-        return out
-    x = torch.empty((min(batch, len(rows)), a.shape[1]), dtype=torch.float64, device=a.device)
-    y = torch.empty_like(x)
     for s in range(0, len(rows), batch):
-        m = min(batch, len(rows) - s)
-        diff = x[:m].copy_(a[rows[s : s + m].to(a.device)]).sub_(y[:m].copy_(b[cols[s : s + m].to(b.device)]))
-        # One reduction pass (twice as fast as a dot product); squaring the root costs ~1 ulp.
-        out[s : s + m] = torch.linalg.vector_norm(diff, dim=1).square_().cpu()
+        diff = a[rows[s : s + batch].to(a.device)].double()
+        diff.sub_(b[cols[s : s + batch].to(b.device)])
+        out[s : s + batch] = torch.linalg.vecdot(diff, diff).cpu()
     return out
 
 

@@ -2,7 +2,8 @@
 
 World (built on first use) -> SAE Match with every registered matcher, compared on data ->
 evaluation (Fig. 3 curves, layer pruning) -> the feature flow graph and its causal check ->
-feature cards -> the LFP pipeline (in a second process, beside the rest, where there is a
+learned connections between the SAEs (sparse linear maps fitted on data) -> feature cards ->
+the LFP pipeline (in a second process, beside the rest, where there is a
 second core) -> ``index.html``.
 
 Each step is a :class:`~sae_lens_match.stages.Stage` folder keyed on the world and its
@@ -30,6 +31,7 @@ import torch
 
 from sae_lens_match import world
 from sae_lens_match.atomic import atomic_path, prepare_out_dir, write_json
+from sae_lens_match.cli.flow import connection_tables, pair_name
 from sae_lens_match.cli.options import add_match_options, add_out, add_unmatched_options, match_config, matcher_names, positive_int, unmatched_rule
 from sae_lens_match.evaluation.compare import CompareConfig, compute_matchings, run_compare
 from sae_lens_match.evaluation.cost_summary import CostSummaryConfig, run_cost_summary
@@ -38,13 +40,26 @@ from sae_lens_match.evaluation.explain.judging import JudgingConfig
 from sae_lens_match.evaluation.feature_cards import FeatureCardConfig, FeatureCards, feature_cards, pair_verdicts
 from sae_lens_match.evaluation.parameter_curves import ParameterCurvesConfig, run_parameter_curves
 from sae_lens_match.evaluation.replacement import ReplacementConfig
-from sae_lens_match.flow import CausalConfig, FlowConfig, FlowGraph, FlowStack, build_flow_graph, causal_check, causal_summary, effect_rows
+from sae_lens_match.flow import (
+    CausalConfig,
+    ConnectionKey,
+    Connections,
+    ConnectionsConfig,
+    FlowConfig,
+    FlowGraph,
+    FlowStack,
+    build_flow_graph,
+    causal_check,
+    causal_summary,
+    effect_rows,
+    stack_connections,
+)
 from sae_lens_match.matching.config import MatchConfig
 from sae_lens_match.matching.matchers import MATCHERS
 from sae_lens_match.matching.matching import DEFAULT_UNMATCHED, Matching, UnmatchedRule
 from sae_lens_match.report.demo_page import DemoResults, write_demo_page
 from sae_lens_match.report.matching_report import write_matching_report
-from sae_lens_match.report.plots import line_panels, ship_plotly, write_figure
+from sae_lens_match.report.plots import Panel, line_panels, ship_plotly, write_figure
 from sae_lens_match.report.tables import write_result, write_table
 from sae_lens_match.sources.tokens import TokenSet
 from sae_lens_match.stages import Stage
@@ -69,6 +84,10 @@ class DemoConfig:
         matchers: the matchers compared (default: every registered one).
         match: SAE Match's config; unmatched: which pairs count as unmatched.
         causal_edges: flow edges checked by ablation.
+        connections: how the learned connections are fitted (on the held-out reviews), or
+            ``None`` to leave them out. Matching pursuit with 8 inputs per feature: on the world it
+            explains about as much as the lasso (``benchmarks/connections_world.py --sweep``) and
+            fits in seconds, where the lasso takes about a minute on one core.
         cards: the feature cards.
         lfp: run the LFP pipeline (RL with the VADER reward, parts 1 and 2).
         lfp_args: extra ``sae-lens-match lfp`` options (e.g. ``("--steps", "20")``).
@@ -80,6 +99,7 @@ class DemoConfig:
     match: MatchConfig = field(default_factory=MatchConfig)
     unmatched: UnmatchedRule = DEFAULT_UNMATCHED
     causal_edges: int = CausalConfig().n_edges
+    connections: ConnectionsConfig | None = field(default_factory=lambda: ConnectionsConfig(sparsity="topk", k=8))
     cards: FeatureCardConfig = field(default_factory=FeatureCardConfig)
     lfp: bool = True
     lfp_args: tuple[str, ...] = ()
@@ -96,6 +116,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--matchers", type=matcher_names, default=None, help=f"comma-separated matchers to compare (default: all registered: {','.join(MATCHERS.names())})")
     p.add_argument("--causal-edges", type=positive_int, default=default.causal_edges, help=f"flow edges checked by ablation (default: {default.causal_edges})")
     p.add_argument("--no-lfp", action="store_true", help="leave out the LFP pipeline (the longest step)")
+    p.add_argument("--no-connections", action="store_true", help="leave out the learned connections (sparse linear maps between the SAEs, fitted on data)")
     p.add_argument("--synthetic", action="store_true", help="instead: SAE Match on a planted synthetic stack, scored against its truth")
     p.add_argument("--layers", type=positive_int, default=6, help="--synthetic: stack depth (at least 2)")
     p.add_argument("--d-in", type=positive_int, default=64, help="--synthetic: SAE input width")
@@ -114,6 +135,7 @@ def run_demo_command(args: argparse.Namespace) -> Path:
     config = DemoConfig(
         seed=args.seed, n_texts=args.n_texts, matchers=tuple(args.matchers) if args.matchers else None,
         match=match_config(args), unmatched=unmatched_rule(args), causal_edges=args.causal_edges, lfp=not args.no_lfp,
+        **({"connections": None} if args.no_connections else {}),
     )
     # this command owns its process: one thread while the LFP child takes the other core
     # (unless the user chose the threads with OMP_NUM_THREADS)
@@ -140,6 +162,10 @@ class _WorldData:
     @cached_property
     def _saes(self) -> dict[str, list]:
         return {m: world.load_saes(kind, seed=self.config.seed) for m, kind in MODULE_HOOKS.items()}
+
+    @cached_property
+    def stack(self) -> FlowStack:
+        return FlowStack(self.saes("residual"), attention=self.saes("attention"), mlp=self.saes("mlp"))
 
     @cached_property
     def held_out(self) -> TokenSet:
@@ -172,6 +198,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> Path:
     if lfp is not None and _cores() >= 2:
         lfp.start()  # beside the other steps, each process on one core
     for name, folder, step in STEPS:
+        if folder == "connections" and config.connections is None:
+            continue
         timed(name, lambda: _run_step(_stage(out, folder, key), lambda f: step(f, out, config, data)))
     if lfp is not None:
         timed("lfp" if not lfp.running else "lfp (waiting for the second process)", lfp.finish)
@@ -185,6 +213,7 @@ def _results(out: Path, config: DemoConfig, timings: list[dict[str, Any]]) -> De
     read = lambda path: json.loads((out / path).read_text())  # noqa: E731
     causal = out / "flow" / "causal_summary.json"
     lfp = out / "lfp" / "summary.json"
+    connections = config.connections is not None
     return DemoResults(
         world=world.manifest(seed=config.seed),
         timings=timings,
@@ -198,6 +227,8 @@ def _results(out: Path, config: DemoConfig, timings: list[dict[str, Any]]) -> De
         class_counts=read("flow/class_counts.json"),
         causal_summary=json.loads(causal.read_text()) if causal.is_file() else [],
         lfp=json.loads(lfp.read_text()) if config.lfp and lfp.is_file() else None,
+        connections=load_connections(out) if connections else {},
+        connection_summary=read("connections/summary.json") if connections else [],
     )
 
 
@@ -256,14 +287,53 @@ def _evaluation_step(folder: Path, out: Path, config: DemoConfig, data: _WorldDa
 
 
 def _flow_step(folder: Path, out: Path, config: DemoConfig, data: _WorldData) -> None:
-    stack = FlowStack(data.saes("residual"), attention=data.saes("attention"), mlp=data.saes("mlp"))
-    graph = build_flow_graph(stack, FlowConfig(match=config.match, seed=config.seed))
+    graph = build_flow_graph(data.stack, FlowConfig(match=config.match, seed=config.seed))
     graph.save(folder / "graph.json")
     write_table(folder, "class_counts", graph.class_counts())
-    effects = causal_check(data.held_out, stack, graph, CausalConfig(n_edges=config.causal_edges, seed=config.seed))
+    effects = causal_check(data.held_out, data.stack, graph, CausalConfig(n_edges=config.causal_edges, seed=config.seed))
     if effects:
         write_table(folder, "causal_edges", effect_rows(effects))
         write_table(folder, "causal_summary", causal_summary(effects))
+
+
+def _connections_step(folder: Path, out: Path, config: DemoConfig, data: _WorldData) -> None:
+    """Every module pair's connections from one pass over the held-out reviews; their summary
+    and agreement with SAE Match (the saved matchings) and the flow graph (the flow step's)."""
+    assert config.connections is not None  # run_demo skips this step otherwise
+    found = stack_connections(data.stack, data.held_out, config.connections)
+    for key, conn in found.items():
+        conn.save(folder / f"{pair_name(key)}.safetensors")
+    summary, agreement = connection_tables(found, load_matchings(out)["sae_match"], FlowGraph.load(out / "flow" / "graph.json"))
+    write_table(folder, "summary", summary)
+    write_table(folder, "agreement", agreement)
+    write_figure(folder / "connections.html", _connection_panels(summary, agreement), title="Learned connections: linearly computed features and agreement")
+
+
+def _connection_panels(summary: list[dict[str, Any]], agreement: list[dict[str, Any]]) -> list[Panel]:
+    """Per target layer: the fraction of features linearly computed and the median explained
+    variance, one line per kind of pair (the shuffled control: its largest fraction at the layer);
+    how often the strongest learned input is the data-free partner, against chance. One table, so
+    that each series keeps its colour across the panels."""
+    kind = lambda r: f"{r['source_module']} -> {r['target_module']}"  # noqa: E731
+    linear, ev, agree = "fraction linearly computed", "median explained variance", "strongest input = data-free partner"
+    rows = [{"target layer": r["target_layer"], "series": kind(r), linear: r["fraction_linear"], ev: r["median_explained_variance"]} for r in summary]
+    layers = sorted({r["target_layer"] for r in summary})
+    rows += [{"target layer": layer, "series": "shuffled control (largest)",
+              linear: max(r["control_fraction_linear"] for r in summary if r["target_layer"] == layer)} for layer in layers]
+    pairs = {r["pair"]: r for r in summary}
+    names = {"sae_match": "SAE Match partner", "flow_graph": "flow-graph predecessor"}
+    rows += [{"target layer": pairs[a["pair"]]["target_layer"], "series": f"{kind(pairs[a['pair']])}: {names[a['reference']]}", agree: a["fraction"]}
+             for a in agreement if not a["linear_only"]]
+    if agreement:
+        rows += [{"target layer": layer, "series": "chance (1 / d_sae)", agree: min(a["chance"] for a in agreement)} for layer in layers]
+    return line_panels(rows, x="target layer", series="series", panels=[linear, ev, agree])
+
+
+def load_connections(out: Path) -> dict[ConnectionKey, Connections]:
+    """The demo's learned connections (``connections/``), pair -> :class:`~sae_lens_match.flow.Connections`, in the order of its summary."""
+    rows = json.loads((out / "connections" / "summary.json").read_text())
+    keys = [ConnectionKey(r["source_module"], r["source_layer"], r["target_module"], r["target_layer"]) for r in rows]
+    return {key: Connections.load(out / "connections" / f"{pair_name(key)}.safetensors") for key in keys}
 
 
 def _cards_step(folder: Path, out: Path, config: DemoConfig, data: _WorldData) -> None:
@@ -286,6 +356,7 @@ STEPS = (
     ("matching", "matching", _matching_step),
     ("evaluation", "evaluation", _evaluation_step),
     ("flow", "flow", _flow_step),
+    ("connections", "connections", _connections_step),
     ("feature cards", "feature_cards", _cards_step),
 )
 """The demo's steps in the main process: (name in timings, folder, compute into the folder)."""

@@ -5,7 +5,10 @@ SAEs: ``--world`` (the embedded world's ``resid_post``, ``attn_out`` and ``mlp_o
 ``graph.json`` (:class:`~sae_lens_match.flow.FlowGraph`), ``class_counts.{json,csv}``, and with
 data (``--world``, or ``--model`` with ``--tokens``) ``causal_edges.{json,csv}`` and
 ``causal_summary.{json,csv}``; with ``--steer LAYER:FEATURE`` (``--world`` only: it needs review
-prefixes and the VADER reward) ``steering.{json,csv}`` and ``steering_summary.{json,csv}``.
+prefixes and the VADER reward) ``steering.{json,csv}`` and ``steering_summary.{json,csv}``; with
+``--connections`` (needs data) ``connections/``: every module pair's
+:class:`~sae_lens_match.flow.Connections` (``<pair>.safetensors`` and ``<pair>.json``) and
+``summary.{json,csv}``, one row per pair with its agreement with SAE Match and the flow graph.
 """
 
 from __future__ import annotations
@@ -21,20 +24,29 @@ from sae_lens_match.cli.options import add_match_options, add_out, bos_token, fi
 from sae_lens_match.flow import (
     NULLS,
     SIMILARITIES,
+    SPARSITIES,
     CausalConfig,
+    ConnectionKey,
+    Connections,
+    ConnectionsConfig,
     FlowConfig,
+    FlowGraph,
     FlowStack,
     Node,
     SteeringConfig,
     build_flow_graph,
     causal_check,
     causal_summary,
+    connection_rows,
     effect_rows,
     median_norm,
+    stack_agreement,
+    stack_connections,
     steering_runs,
     steering_summary,
 )
 from sae_lens_match.lfp.reward import vader_reward
+from sae_lens_match.matching import Matching, match
 from sae_lens_match.evaluation.explain import TopTokensExplainer
 from sae_lens_match.evaluation.feature_cards import feature_cards
 from sae_lens_match.report.pages import html_table
@@ -76,7 +88,7 @@ def residual_node(text: str) -> Node:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    flow, causal, steer = FlowConfig(), CausalConfig(), SteeringConfig()
+    flow, causal, steer, conn = FlowConfig(), CausalConfig(), SteeringConfig(), ConnectionsConfig()
     p = sub.add_parser("flow", help="feature flow: predecessors across residual, attention and MLP SAEs, causal check, steering")
     p.add_argument("--world", action="store_true", help="the embedded world's SAEs, model and reviews (offline)")
     p.add_argument("--residual", nargs="+", default=None, help="residual SAEs (directories or release:sae_id), one per layer, shallowest first")
@@ -99,7 +111,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=steer.max_new_tokens, help=f"steering: tokens sampled per completion (default: {steer.max_new_tokens})")
     p.add_argument("--temperature", type=positive_float, default=steer.temperature, help=f"steering: sampling temperature (default: {steer.temperature})")
     p.add_argument("--seeds", type=positive_int, default=len(steer.seeds), help="steering: seeds 0..N-1")
-    p.add_argument("--seed", type=int, default=0, help="world, null and sampling seed")
+    p.add_argument("--connections", action="store_true", help="with data: also fit sparse linear connections between the stack's SAEs "
+                   "(residual L-1, attention L, MLP L -> residual L; residual L-1 -> MLP L) and write connections/")
+    p.add_argument("--connections-sparsity", choices=SPARSITIES, default=conn.sparsity, help=f"connections: lasso (l1) or matching pursuit (topk) (default: {conn.sparsity})")
+    p.add_argument("--connections-l1", type=open_fraction, default=conn.l1, help=f"connections: lasso penalty in correlation units (default: {conn.l1})")
+    p.add_argument("--connections-k", type=positive_int, default=conn.k, help=f"connections: upstream features per downstream one for topk (default: {conn.k})")
+    p.add_argument("--seed", type=int, default=0, help="world, null and sampling seed; also the connections' held-out split and control")
     add_out(p, Path("results/flow"))
     add_match_options(p)
     p.set_defaults(run=run_flow)
@@ -144,6 +161,10 @@ def run_flow(args: argparse.Namespace) -> dict[str, list[dict]]:
     out_dir(args)
     inputs = _stack_inputs(args)
     steer = args.steer
+    if args.connections and inputs.data is None:
+        raise ValueError("--connections fits on data: give --model and --tokens (or --world).")
+    connections_config = ConnectionsConfig(sparsity=args.connections_sparsity, l1=args.connections_l1, k=args.connections_k,
+                                           seed=args.seed) if args.connections else None
     if steer is not None and (steer.layer >= inputs.stack.n_layers or steer.feature >= inputs.stack.residual[steer.layer].cfg.d_sae):
         raise ValueError(f"--steer {steer.layer}:{steer.feature} is not a residual feature of the stack.")
     config = FlowConfig(similarity=args.similarity, top_k=args.top_k, threshold=args.threshold, null=args.null, null_quantile=args.null_quantile,
@@ -157,6 +178,7 @@ def run_flow(args: argparse.Namespace) -> dict[str, list[dict]]:
         tables["causal_edges"], tables["causal_summary"] = effect_rows(effects), causal_summary(effects)
         if effects:
             print(format_table(tables["causal_summary"], list(tables["causal_summary"][0])))
+    found, connections = _connections(args, inputs, graph, connections_config) if connections_config else (None, [])
     if steer is not None:
         scale = median_norm(inputs.data, inputs.stack.hook("residual", steer.layer))
         steering = SteeringConfig(args.coefficient * scale, args.max_new_tokens, args.temperature, tuple(range(args.seeds)))
@@ -172,6 +194,49 @@ def run_flow(args: argparse.Namespace) -> dict[str, list[dict]]:
                  for module, layer, sae in inputs.stack.items()}
     sections = [Section(name.replace("_", " ").capitalize(), html_table(rows, list(rows[0])) + f"<p><a href='{name}.json'>{name}.json</a> · <a href='{name}.csv'>{name}.csv</a></p>")
                 for name, rows in tables.items() if rows]
-    index = write_site(args.out, title="Feature flow", view=flow_view(graph, []), cards=cards, sections=sections)
-    print(f"wrote {index} (open it in a browser), {args.out}/graph.json and {', '.join(f'{n}.json/.csv' for n, r in tables.items() if r)}")
-    return tables
+    if connections:
+        sections.append(Section("Connections", html_table(connections, list(connections[0]))
+                                + "<p><a href='connections/summary.json'>connections/summary.json</a> · <a href='connections/summary.csv'>connections/summary.csv</a></p>"))
+    index = write_site(args.out, title="Feature flow", view=flow_view(graph, [], connections=found), cards=cards, sections=sections)
+    print(f"wrote {index} (open it in a browser), {args.out}/graph.json and {', '.join(f'{n}.json/.csv' for n, r in tables.items() if r)}"
+          + (", connections/" if connections else ""))
+    return {**tables, "connections": connections} if connections else tables
+
+
+def _connections(args: argparse.Namespace, inputs: _Inputs, graph: FlowGraph, config: ConnectionsConfig) -> tuple[dict[ConnectionKey, Connections], list[dict]]:
+    """Fit the connections of every module pair in one pass, write ``connections/``; return them and the summary rows."""
+    found = stack_connections(inputs.stack, inputs.data, config)
+    folder = args.out / "connections"
+    for key, conn in found.items():
+        conn.save(folder / f"{pair_name(key)}.safetensors")
+    residual = inputs.stack.residual
+    matchings = [match(residual[layer - 1], residual[layer], match_config(args)) for layer in range(1, len(residual))]
+    table, _ = connection_tables(found, matchings, graph)
+    write_table(folder, "summary", table)
+    print(format_table(table, CONNECTION_COLUMNS, digits=3))
+    return found, table
+
+
+CONNECTION_COLUMNS = ["pair", "n_alive", "fraction_linear", "control_fraction_linear", "median_explained_variance", "mean_nonzero",
+                      "sae_match_agreement", "flow_graph_agreement", "chance"]
+"""The columns of the connections' summary that the terminal and the pages show."""
+
+
+def pair_name(key: ConnectionKey) -> str:
+    """The file stem of a pair's connections: ``residual0_to_mlp1``."""
+    return f"{key.source_module}{key.source_layer}_to_{key.target_module}{key.target_layer}"
+
+
+def connection_tables(found: dict[ConnectionKey, Connections], matchings: list[Matching] | None, graph: FlowGraph | None) -> tuple[list[dict], list[dict]]:
+    """The connections' tables: one summary row per pair (:func:`~sae_lens_match.flow.connection_rows`
+    with its agreement over alive features with SAE Match and with the flow graph, and the chance
+    level), and the agreement rows themselves (:func:`~sae_lens_match.flow.stack_agreement`), over
+    all alive features and over the linearly computed ones (``linear_only``)."""
+    rows = {r["pair"]: r for r in connection_rows(found)}
+    agreement = []
+    for linear_only in (False, True):
+        for a in stack_agreement(found, matchings, graph, linear_only=linear_only):
+            agreement.append({**a, "linear_only": linear_only})
+            if not linear_only:  # reference is "sae_match" or "flow_graph"
+                rows[a["pair"]].update({f"{a['reference']}_agreement": a["fraction"], f"{a['reference']}_compared": a["n_compared"], "chance": a["chance"]})
+    return list(rows.values()), agreement

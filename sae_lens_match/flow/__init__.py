@@ -15,11 +15,32 @@ by deactivating predecessors; and steering along a feature's flow.
 - ``graph.py``: :class:`FlowGraph` (walks, splits and merges, JSON, NetworkX), :func:`build_flow_graph`;
 - ``causal.py``: :func:`causal_check` (deactivation of a source feature, its SAE spliced in with its error term; batched);
 - ``steering.py``: single-layer and flow steering, against random features;
-- ``synthetic.py``: :func:`make_flow_stack`, stacks with planted classes.
+- ``synthetic.py``: :func:`make_flow_stack`, stacks with planted classes;
+- ``connections.py``: :func:`stack_connections`, :func:`fit_connections`: sparse linear maps from
+  one SAE's features to another's, fitted on data (the seed posts' connections), and their
+  agreement with SAE Match and the flow graph.
 """
 
 from sae_lens_match.flow.causal import CausalConfig, EdgeEffect, causal_check, causal_summary, effect_rows, sample_edges
 from sae_lens_match.flow.config import NULLS, SIMILARITIES, FlowConfig
+from sae_lens_match.flow.connections import (
+    SPARSITIES,
+    Agreement,
+    ConnectionKey,
+    Connections,
+    ConnectionsConfig,
+    ConnectionStatistics,
+    StackStatistics,
+    connection_rows,
+    fit_connections,
+    graph_partners,
+    matching_partners,
+    sae_connections,
+    stack_agreement,
+    stack_connections,
+    stack_pairs,
+    stack_statistics,
+)
 from sae_lens_match.flow.graph import Branching, Edge, FlowGraph, FlowGraphFileError, LayerInfo, Node, build_flow_graph
 from sae_lens_match.flow.null import null_scores, null_threshold
 from sae_lens_match.flow.predecessors import CLASSES, FlowClass, ModulePredecessors, Predecessors, all_predecessors, layer_predecessors
@@ -46,8 +67,14 @@ __all__ = [
     "MODULES",
     "NULLS",
     "SIMILARITIES",
+    "SPARSITIES",
+    "Agreement",
     "Branching",
     "CausalConfig",
+    "ConnectionKey",
+    "ConnectionStatistics",
+    "Connections",
+    "ConnectionsConfig",
     "Edge",
     "EdgeEffect",
     "FlowClass",
@@ -61,6 +88,7 @@ __all__ = [
     "Node",
     "PlantedFlow",
     "Predecessors",
+    "StackStatistics",
     "SteeringConfig",
     "TopK",
     "activation_change",
@@ -68,16 +96,25 @@ __all__ = [
     "build_flow_graph",
     "causal_check",
     "causal_summary",
+    "connection_rows",
     "effect_rows",
     "feature_vectors",
+    "fit_connections",
+    "graph_partners",
     "layer_predecessors",
     "make_flow_stack",
+    "matching_partners",
     "median_norm",
     "null_scores",
     "null_threshold",
     "random_nodes",
     "rotated",
+    "sae_connections",
     "sample_edges",
+    "stack_agreement",
+    "stack_connections",
+    "stack_pairs",
+    "stack_statistics",
     "steered_completions",
     "steering_hooks",
     "steering_nodes",

@@ -2,7 +2,7 @@
 its feature cards, then one section per step (tables, PNGs, links to each step's own pages).
 
 Paths on the page are relative to the results folder, which is laid out as the demo writes it:
-``matching/``, ``evaluation/``, ``flow/``, ``feature_cards/``, ``lfp/``.
+``matching/``, ``evaluation/``, ``flow/``, ``connections/``, ``feature_cards/``, ``lfp/``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from sae_lens_match.flow.connections import ConnectionKey, Connections
 from sae_lens_match.flow.graph import FlowGraph
 from sae_lens_match.matching.matching import Matching
 from sae_lens_match.report.pages import html_table
@@ -35,6 +36,9 @@ class DemoResults:
         cards: SAE id (``"layer/module"``) -> its feature cards as a dict.
         class_counts, causal_summary: the flow graph's tables.
         lfp: the LFP summary (``lfp/summary.json``), ``None`` when it was left out.
+        connections: the learned connections, pair -> :class:`~sae_lens_match.flow.Connections`
+            (empty when they were left out); connection_summary: their summary, one row per
+            pair with its agreement with SAE Match and the flow graph (``connections/summary.json``).
     """
 
     world: dict[str, Any]
@@ -49,11 +53,13 @@ class DemoResults:
     class_counts: list[dict[str, Any]] = field(default_factory=list)
     causal_summary: list[dict[str, Any]] = field(default_factory=list)
     lfp: dict[str, Any] | None = None
+    connections: dict[ConnectionKey, Connections] = field(default_factory=dict)
+    connection_summary: list[dict[str, Any]] = field(default_factory=list)
 
 
 def write_demo_page(out_dir: str | Path, results: DemoResults) -> Path:
     """Write ``out_dir/index.html`` (and its assets and data) for ``results``; return its path."""
-    view = flow_view(results.graph, results.matchings, verdicts=results.verdicts or None)
+    view = flow_view(results.graph, results.matchings, verdicts=results.verdicts or None, connections=results.connections)
     sections = [
         Section("SAE Match across layers", _matching_html(results), "matching"),
         Section("Matchers compared", _compare_html(results), "matchers"),
@@ -61,6 +67,8 @@ def write_demo_page(out_dir: str | Path, results: DemoResults) -> Path:
         Section("Layer pruning", _pruning_html(results), "pruning"),
         Section("Feature flow", _flow_html(results), "flow-tables"),
     ]
+    if results.connection_summary:
+        sections.append(Section("Learned connections", _connections_html(results), "connections"))
     if results.lfp is not None:
         sections.append(Section("Learned Feedback Patterns", _lfp_html(results.lfp), "lfp"))
     sections.append(Section("Time per step", html_table(results.timings, ["step", "seconds", "reused"]) + "<p>Machine-readable: <a href='timings.json'>timings.json</a>, <a href='timings.csv'>timings.csv</a>.</p>", "timings"))
@@ -108,6 +116,15 @@ def _overview_html(r: DemoResults) -> str:
     for row in r.causal_summary:
         if row.get("layer") == "all" and row.get("target_class") == "all":
             heads.append(f"Causal check: zeroing a flow edge's source lowers its target more than zeroing a random active feature for {row['fraction_validated']:.0%} of {row['n_edges']} checked edges.")
+    residual = [row for row in r.connection_summary if row["source_module"] == row["target_module"] == "residual"]
+    if residual:
+        heads.append(
+            f"Learned connections: {_mean([row['fraction_linear'] for row in residual]):.0%} of the residual features of layers 1 and up are linearly "
+            f"computed from the previous layer's residual features (held-out explained variance above {_f(_threshold(r))}; shuffled control "
+            f"{_mean([row['control_fraction_linear'] for row in residual]):.0%}); a feature's strongest learned input is its SAE Match partner for "
+            f"{_mean([row.get('sae_match_agreement') for row in residual]):.0%} and its flow-graph predecessor for "
+            f"{_mean([row.get('flow_graph_agreement') for row in residual]):.0%} (chance {_f(_mean([row.get('chance') for row in residual]), '.1%')})."
+        )
     part2 = (r.lfp or {}).get("part2") or {}
     if "tuned" in part2:
         heads.append(
@@ -174,6 +191,32 @@ def _flow_html(r: DemoResults) -> str:
     parts.append("<p><a href='flow/graph.json'>graph.json</a> · <a href='flow/class_counts.csv'>class_counts.csv</a>"
                  + (" · <a href='flow/causal_edges.csv'>causal_edges.csv</a>" if r.causal_summary else "") + "</p>")
     return "".join(parts)
+
+
+def _threshold(r: DemoResults) -> float | None:
+    """The held-out explained variance above which a feature counts as linearly computed."""
+    return next((c.threshold for c in r.connections.values()), None)
+
+
+def _connections_html(r: DemoResults) -> str:
+    config = next(iter(r.connections.values())).config if r.connections else {}
+    fit = f"matching pursuit, {config['k']} inputs at most" if config.get("sparsity") == "topk" else f"lasso, penalty {config.get('l1')}"
+    columns = ["pair", "n_alive", "fraction_linear", "control_fraction_linear", "median_explained_variance", "mean_nonzero",
+               "sae_match_agreement", "flow_graph_agreement", "chance"]
+    return (
+        "<p>For every feature of a downstream SAE, a sparse linear map from an upstream SAE's feature activations on the same token "
+        f"(residual L-1, attention L and MLP L to residual L; residual L-1 to MLP L), fitted on the held-out reviews ({html.escape(fit)}). "
+        f"A feature counts as linearly computed when its map explains more than {_f(_threshold(r))} of its variance on tokens held out from the fit; "
+        "the shuffled control fits each token against another token's upstream activations. Agreement: how often a feature's strongest learned "
+        "input is its SAE Match partner (residual to residual) or its best flow-graph predecessor in that module, over the features that have one; "
+        "chance is 1 / d_sae. The flow view above draws the strongest inputs of every linearly computed feature (dotted) and lists them on its card.</p>"
+        + html_table(r.connection_summary, [c for c in columns if any(row.get(c) is not None for row in r.connection_summary)])
+        + "<img src='connections/connections.png' alt='learned connections per layer'>"
+        + "<p><a href='connections/connections.html'>interactive plots</a> · <a href='connections/summary.json'>summary.json</a> · "
+        "<a href='connections/summary.csv'>summary.csv</a> · agreement (also over linearly computed features only): "
+        "<a href='connections/agreement.json'>agreement.json</a> · <a href='connections/agreement.csv'>agreement.csv</a> · "
+        "each pair's map in <code>connections/&lt;pair&gt;.safetensors</code> (nonzero weights) and its summary in <code>&lt;pair&gt;.json</code></p>"
+    )
 
 
 def _lfp_html(lfp: dict[str, Any]) -> str:

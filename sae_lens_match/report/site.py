@@ -3,7 +3,9 @@
 :func:`flow_view` lays out every SAE of a run (layers left to right; attention, MLP and
 residual columns within a layer) and gathers the links a researcher follows: SAE Match links
 between consecutive residual SAEs and, when there is a :class:`~sae_lens_match.flow.FlowGraph`,
-its predecessor edges, classes, splits and merges. :func:`write_site` writes the view, the
+its predecessor edges, classes, splits and merges; given connections fitted on data
+(:func:`~sae_lens_match.flow.stack_connections`), also each linearly computed feature's
+strongest learned upstream features. :func:`write_site` writes the view, the
 feature cards and the caller's :class:`Section` blocks as one ``index.html`` that opens from
 disk (``file://``, no server, no network):
 
@@ -32,6 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sae_lens_match.atomic import jsonable, write_text
+from sae_lens_match.flow.connections import ConnectionKey, Connections
 from sae_lens_match.flow.graph import FlowGraph
 from sae_lens_match.flow.predecessors import CLASSES
 from sae_lens_match.matching.matching import Matching
@@ -82,6 +85,8 @@ def flow_view(
     *,
     verdicts: Sequence[Sequence[dict | None]] | None = None,
     max_features: int | None = 2000,
+    connections: Mapping[tuple, Connections] | None = None,
+    connection_top: int = 3,
 ) -> dict[str, Any]:
     """The laid-out data of the flow view (what ``data/view.js`` holds).
 
@@ -94,15 +99,24 @@ def flow_view(
         verdicts: ``verdicts[i][f]``: ``None`` or ``{"label": "SAME" | "MAYBE" | "DIFFERENT",
             "source": "heuristic:..."}``, a judge's verdict on feature ``f``'s pair in ``matchings[i]``.
         max_features: at most this many nodes per SAE (``None``: all); the features in the most
-            links (match links, flow edges, splits and merges) are kept, each SAE's ``features``
-            lists them.
+            links (match links, flow edges, learned connections, splits and merges) are kept,
+            each SAE's ``features`` lists them.
+        connections: module pair (:class:`~sae_lens_match.flow.ConnectionKey` or its 4-tuple)
+            -> :class:`~sae_lens_match.flow.Connections`, as
+            :func:`~sae_lens_match.flow.stack_connections` returns them. For every downstream
+            feature that counts as linearly computed (held-out explained variance above the
+            pair's threshold), its ``connection_top`` strongest upstream features (by
+            contribution) become learned edges; every shown feature's explained variance is
+            kept for its card. Pairs with an SAE the view does not show are left out.
+        connection_top: learned edges per linearly computed feature, at most.
 
     Layout: a residual feature matched from the previous layer sits at its match's row, so a
     persisting feature is a horizontal line; the others go below, those persisting longest
     first. An attention or MLP feature sits at the row of the residual feature it feeds.
 
     Raises:
-        ValueError: neither a graph nor a matching; matchings or verdicts that do not fit the layers.
+        ValueError: neither a graph nor a matching; matchings, verdicts or connections that do
+            not fit the SAEs.
     """
     if graph is None and not matchings:
         raise ValueError("flow_view needs a flow graph or at least one matching.")
@@ -113,6 +127,8 @@ def flow_view(
         raise ValueError(f"verdicts needs one list per matching ({len(matchings)}), got {len(verdicts)}.")
     if max_features is not None and max_features < 1:
         raise ValueError(f"max_features must be >= 1 or None, got {max_features}.")
+    if connection_top < 1:
+        raise ValueError(f"connection_top must be >= 1, got {connection_top}.")
 
     saes = _saes(graph, matchings, n_layers)
     index = {s["id"]: i for i, s in enumerate(saes)}
@@ -129,6 +145,7 @@ def flow_view(
     scores = np.array([e.score for e in graph_edges], dtype=np.float64)
     ranks = np.array([e.rank for e in graph_edges], dtype=np.int64)
     branchings = list(graph.branchings) if graph is not None else []
+    learned = _learned_links(connections or {}, index, saes, connection_top)
 
     # how many links each feature takes part in: the cap keeps the busiest
     degree = [np.zeros(s["d_sae"], dtype=np.int64) for s in saes]
@@ -141,6 +158,9 @@ def flow_view(
     for b in branchings:
         for node in (b.node, *b.partners):
             degree[index[sae_id(node.layer, node.module)]][node.feature] += 1
+    for link in learned:
+        np.add.at(degree[link["source"]], link["a"], 1)
+        np.add.at(degree[link["target"]], link["b"], 1)
     kept = [_busiest(d, max_features) for d in degree]
     for s, k in zip(saes, kept):
         if k.all():
@@ -168,6 +188,9 @@ def flow_view(
     flat = np.concatenate(kept)
     keep_edge = flat[offsets[edges[:, 0]] + edges[:, 1]] & flat[offsets[edges[:, 2]] + edges[:, 3]]
     edges, scores, ranks = edges[keep_edge], scores[keep_edge], ranks[keep_edge]
+    learned_views = [_learned_view(link, kept) for link in learned]
+    # the explained variance of the features learned edges go into: the range of the view's filter
+    evs = np.concatenate([link["ev"][v["b"]] for link, v in zip(learned, learned_views)]) if learned else np.zeros(0)
 
     rows = _layout(saes, residual, kept, [(v["a"], v["b"]) for v in match_views], edges)
     for i, s in enumerate(saes):
@@ -208,6 +231,9 @@ def flow_view(
         "branchings": branching_views,
         "cost_range": [_round(float(costs.min())), _round(float(costs.max()))] if costs.size else None,
         "score_range": [_round(float(scores.min())), _round(float(scores.max()))] if scores.size else None,
+        "learned": learned_views,
+        "learned_top": connection_top,
+        "ev_range": [_round(float(evs.min())), _round(float(evs.max()))] if evs.size else None,
     }
 
 
@@ -318,6 +344,45 @@ def _match_view(m: Matching, source: int, target: int, a: np.ndarray, b: np.ndar
     return view
 
 
+def _learned_links(connections: Mapping[tuple, Connections], index: dict[str, int], saes: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
+    """Per pair of shown SAEs: the strongest upstream features of each linearly computed
+    downstream feature (``a`` -> ``b``, weight, share of the feature's total contribution) and
+    every downstream feature's explained variance; on all features (the cap comes later)."""
+    out = []
+    for key, conn in connections.items():
+        key = ConnectionKey(*key)
+        ids = sae_id(key.source_layer, key.source_module), sae_id(key.target_layer, key.target_module)
+        if ids[0] not in index or ids[1] not in index:
+            logger.info("flow view: it shows no %s SAE; the connections %s are left out", ids[0] if ids[0] not in index else ids[1], key)
+            continue
+        source, target = index[ids[0]], index[ids[1]]
+        if (conn.d_a, conn.d_b) != (saes[source]["d_sae"], saes[target]["d_sae"]):
+            raise ValueError(f"The connections {key} are {conn.d_a} -> {conn.d_b} features, but the view's SAEs have "
+                             f"{saes[source]['d_sae']} and {saes[target]['d_sae']}.")
+        upstream, weight = conn.top_upstream(min(top, conn.d_a))
+        b, rank = ((upstream >= 0) & conn.linear()[:, None]).nonzero(as_tuple=True)
+        a = upstream[b, rank]
+        contribution = conn.weights.abs() * conn.upstream_std[:, None]
+        share = contribution[a, b] / contribution.sum(0)[b]
+        out.append({"source": source, "target": target, "pair": str(key), "threshold": conn.threshold,
+                    "a": a.numpy(), "b": b.numpy(), "weight": weight[b, rank].numpy(), "share": share.numpy(),
+                    "ev": conn.explained_variance.numpy()})
+    return out
+
+
+def _learned_view(link: dict[str, Any], kept: list[np.ndarray]) -> dict[str, Any]:
+    """One pair's learned edges between kept features as parallel arrays; ``ev`` follows the
+    target SAE's ``features`` (``None``: the feature does not vary on the data)."""
+    keep = kept[link["source"]][link["a"]] & kept[link["target"]][link["b"]]
+    return {
+        "source": link["source"], "target": link["target"], "pair": link["pair"], "threshold": link["threshold"],
+        "a": link["a"][keep].tolist(), "b": link["b"][keep].tolist(),
+        "weight": [_round(x) for x in link["weight"][keep].tolist()],
+        "share": [round(x, 2) for x in link["share"][keep].tolist()],
+        "ev": [_round(x) for x in link["ev"][kept[link["target"]]].tolist()],
+    }
+
+
 def _layout(saes: list[dict[str, Any]], residual: list[int], kept: list[np.ndarray], pairs: list[tuple[list[int], list[int]]],
             edges: np.ndarray) -> list[dict[int, int]]:
     """Row of every kept feature, per SAE (see :func:`flow_view`)."""
@@ -377,7 +442,9 @@ _FLOW_SECTION = """
 <section id="feature-flow" class="flow-section">
 <h2>Feature flow</h2>
 <p class="hint">Layers run left to right; each layer shows its attention, MLP and residual SAEs (those present).
-Solid lines are SAE Match links between residual SAEs, dashed lines are flow edges (a residual feature's predecessors).
+Solid lines are SAE Match links between residual SAEs, dashed lines are flow edges (a residual feature's predecessors),
+dotted lines are learned connections (sparse linear maps fitted on data) into features they explain on held-out tokens:
+a clicked feature's are drawn, tick "learned connections" to draw them all.
 Scroll to zoom, drag to pan, click a feature to see its card.</p>
 <div id="flow-app">
 <div id="flow-controls">
@@ -385,6 +452,8 @@ Scroll to zoom, drag to pan, click a feature to see its card.</p>
 <label title="Hide flow edges whose score is below this value">Min flow score <input type="range" id="score-threshold" min="0" max="1" step="0.001" value="0"> <output id="score-value"></output></label>
 <label><input type="checkbox" id="show-matches" checked> match links</label>
 <label><input type="checkbox" id="show-edges" checked> flow edges</label>
+<label title="Hide learned connections into features whose held-out explained variance is below this value">Min explained variance <input type="range" id="ev-threshold" min="0" max="1" step="0.001" value="0"> <output id="ev-value"></output></label>
+<label title="Draw every learned connection (thousands on a full stack); a clicked feature's are drawn either way"><input type="checkbox" id="show-learned"> learned connections</label>
 <span id="layer-filter" title="Show or hide layers">Layers:</span>
 <input type="search" id="feature-search" placeholder="2/residual/17, 17 or words" title="A feature id (layer/module/feature), a feature index, or words of the explanations of loaded cards">
 <button type="button" id="load-cards" title="Load every SAE's cards, so that the search covers all explanations">Load all cards</button>

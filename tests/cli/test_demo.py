@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sae_lens_match.cli import main
+from sae_lens_match.cli.demo import load_connections
 from sae_lens_match.matching.matchers import MATCHERS
 from tests.report.browser import check_site
 
@@ -41,7 +42,24 @@ def test_demo_folder_holds_every_step(demo_out):
     card = json.loads(gzip.decompress((demo_out / "feature_cards" / "2-residual.json.gz").read_bytes()))
     assert card["hook"] == "blocks.2.hook_resid_post" and len(card["features"]) == 512
     steps = {t["step"] for t in json.loads((demo_out / "timings.json").read_text())}
-    assert {"world", "matching", "evaluation", "flow", "feature cards", "total"} <= steps
+    assert {"world", "matching", "evaluation", "flow", "connections", "feature cards", "total"} <= steps
+    # learned connections: every module pair, read back, beating the shuffled control; agreement tables and plot
+    summary = json.loads((demo_out / "connections" / "summary.json").read_text())
+    found = load_connections(demo_out)
+    assert [str(k) for k in found] == [r["pair"] for r in summary] and len(found) == 4 * 3 - 1 + 3  # attention, MLP, residual before -> residual; residual before -> MLP
+    for row, conn in zip(summary, found.values()):
+        assert conn.summary()["fraction_linear"] == row["fraction_linear"] and conn.target["hook_name"].startswith(f"blocks.{row['target_layer']}.")
+        if conn.config["sparsity"] == "topk":
+            assert (conn.n_upstream() <= conn.config["k"]).all()
+    residual = [r for r in summary if r["source_module"] == r["target_module"] == "residual"]
+    assert all(r["fraction_linear"] > r["control_fraction_linear"] + 0.2 for r in residual)
+    assert all(r["sae_match_agreement"] > 10 * r["chance"] for r in residual)
+    agreement = json.loads((demo_out / "connections" / "agreement.json").read_text())
+    assert {(a["reference"], a["linear_only"]) for a in agreement} == {(ref, lin) for ref in ("sae_match", "flow_graph") for lin in (False, True)}
+    assert (demo_out / "connections" / "connections.png").read_bytes()[:4] == b"\x89PNG"
+    page = (demo_out / "index.html").read_text()
+    assert 'id="connections"' in page and "connections/summary.csv" in page and "connections/agreement.json" in page
+    assert "Learned connections:" in page  # the headline figure in the overview
     size = sum(p.stat().st_size for p in demo_out.rglob("*") if p.is_file())
     assert size < SIZE_LIMIT, f"demo folder is {size / 2**20:.1f} MiB"
 
@@ -50,6 +68,7 @@ def test_demo_page_works_in_a_real_browser(demo_out):
     facts = check_site(demo_out / "index.html")
     assert facts["layers"] == [0, 1, 2, 3] and facts["nodes"] == 12 * 512  # every SAE's every feature
     assert facts["card_contexts"] >= 1 and facts["console"] == []
+    assert facts["controls"]["learned_edges"] > 0 and facts["learned_card"] is not None  # learned connections drawn, toggled, on a card
 
 
 def test_demo_rerun_reuses_every_step(demo_out, tmp_path):

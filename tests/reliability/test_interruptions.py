@@ -25,7 +25,7 @@ COMMANDS = {
 # What each command's result is: its JSON tables (timings excluded) and its tensors.
 RESULTS = {
     "match": ["summary.json"],
-    "demo": ["matching/summary.json", "evaluation/compare.json", "evaluation/parameter_curves.json", "flow/graph.json", "feature_cards/verdicts.json"],
+    "demo": ["matching/summary.json", "evaluation/compare.json", "evaluation/parameter_curves.json", "flow/graph.json", "connections/summary.json", "feature_cards/verdicts.json"],
     "evaluate": ["layer_pruning.json", "parameter_curves.json"],
     "lfp": ["summary.json", "divergence.json"],
 }

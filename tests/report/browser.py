@@ -2,7 +2,9 @@
 
 :func:`check_site` opens ``index.html`` from disk (``file://``, as a researcher would), and
 asserts that the page renders without console errors, that the flow view draws every layer,
-that clicking a feature opens its card (or says there is none), that every local link of
+that clicking a feature opens its card (or says there is none), that a feature's learned
+connections are listed on its card and lead to their features, that the filters and the
+learned-connections checkbox hide what they should, that every local link of
 every page resolves inside the folder and that no absolute path of this machine leaks into
 the files. :func:`require_browser` skips a test only when no Chromium or chromedriver exists.
 """
@@ -77,7 +79,11 @@ def check_site(
     Returns:
         Facts for callers: ``nodes`` (count), ``nodes_per_sae``, ``layers``, ``clicked``,
         ``card_text``, ``card_contexts``, ``card_images``, ``no_card`` (the SAE clicked for the
-        "no card" message and the message, or ``None`` when every SAE has cards), ``console``
+        "no card" message and the message, or ``None`` when every SAE has cards),
+        ``learned_card`` (the node whose learned inputs were listed and followed, and the list's
+        text, or ``None`` when the view has no learned connections), ``controls`` (what the
+        filters did: ``learned_edges``, the learned edges the checkbox showed and hid again,
+        ``learned_of_selected``, those of the selected feature, drawn either way), ``console``
         (the browser log) and ``links`` (local links checked).
     """
     from selenium import webdriver
@@ -152,6 +158,7 @@ def check_site(
             )
             facts["no_card"] = {"sae": s["id"], "text": message[0].text}
 
+        facts["learned_card"] = _check_learned_card(driver, wait, view)
         facts["controls"] = _check_controls(driver, view)
 
         log = driver.get_log("browser")
@@ -163,6 +170,30 @@ def check_site(
     finally:
         driver.quit()
     return facts
+
+
+def _check_learned_card(driver: Any, wait: "_Waiter", view: dict[str, Any]) -> dict[str, Any] | None:
+    """The card of a feature with learned inputs lists them with the explained variance, and
+    clicking one selects that upstream feature (``None`` when the view has no learned edges)."""
+    from selenium.webdriver.common.by import By
+
+    link = next((v for v in view.get("learned", []) if v["a"]), None)
+    if link is None:
+        return None
+    saes = view["saes"]
+    sae, feature = saes[link["target"]]["id"], link["b"][0]
+    up_sae, up_feature = saes[link["source"]]["id"], link["a"][0]
+    settled = ("const c = document.getElementById('card'); return c.dataset.sae === arguments[0] && c.dataset.feature === String(arguments[1]) "
+               "&& ['card', 'no-feature', 'no-cards', 'error'].includes(c.dataset.state);")
+    _click_node(driver, sae, feature)
+    wait.until(lambda d: d.execute_script(settled, sae, feature), f"the card of {sae}/{feature}")
+    text = driver.execute_script("const l = document.querySelector('#card ul.learned'); return l ? l.textContent : null;")
+    assert text and "explained variance" in text, f"the card of {sae}/{feature} lists no learned connections: {text!r}"
+    buttons = driver.find_elements(By.CSS_SELECTOR, f'#card ul.learned button.jump[data-sae="{up_sae}"][data-feature="{up_feature}"]')
+    assert buttons, f"the card of {sae}/{feature} does not list its learned input {up_sae}/{up_feature}"
+    buttons[0].click()
+    wait.until(lambda d: d.execute_script(settled, up_sae, up_feature), f"the card of {up_sae}/{up_feature} after clicking it on {sae}/{feature}'s card")
+    return {"node": (sae, feature), "text": text}
 
 
 _COUNT_JS = """
@@ -201,6 +232,29 @@ def _check_controls(driver: Any, view: dict[str, Any]) -> dict[str, Any]:
         driver.execute_script("const s = document.getElementById('cost-threshold'); s.value = s.max; s.dispatchEvent(new Event('input'));")
         assert count("svg#flow line.link.match")[1] == 0, "the cost slider at its maximum still hides match links"
         facts["cost_filter_hid"] = hidden
+
+    # learned edges: unticked, only the selected feature's are drawn; ticked, all; the explained-variance slider at its maximum hides some
+    learned = sum(len(v["a"]) for v in view.get("learned", []))
+    if learned:
+        box = driver.find_element(By.ID, "show-learned")
+        assert not box.is_selected(), "every learned connection is drawn before the checkbox asks for them"
+        total, hidden = count("svg#flow line.link.learned:not(.on-path)")
+        assert hidden == total, f"with the checkbox unticked, {total - hidden} learned edges of unselected features are drawn"
+        selected, selected_hidden = count("svg#flow line.link.learned.on-path")
+        assert selected_hidden == 0, f"{selected_hidden} of the selected feature's {selected} learned edges are hidden"
+        box.click()
+        total, hidden = count("svg#flow line.link.learned")
+        assert total == learned and hidden == 0, f"ticking learned connections showed {total - hidden} of {total} learned edges ({learned} in the view)"
+        if view["ev_range"][0] < view["ev_range"][1]:
+            driver.execute_script("const s = document.getElementById('ev-threshold'); s.value = s.max; s.dispatchEvent(new Event('input'));")
+            hidden = count("svg#flow line.link.learned")[1]
+            assert 0 < hidden < learned, f"the explained-variance slider at its maximum hid {hidden} of {learned} learned edges"
+            driver.execute_script("const s = document.getElementById('ev-threshold'); s.value = s.min; s.dispatchEvent(new Event('input'));")
+            assert count("svg#flow line.link.learned")[1] == 0, "the explained-variance slider at its minimum still hides learned edges"
+        box.click()
+        assert count("svg#flow line.link.learned:not(.on-path)")[1] == total - selected, "unticking learned connections did not hide them again"
+        assert count("svg#flow line.link.match")[1] == 0 and count("svg#flow line.link.edge")[1] == 0, "the learned-connections controls hid other links"
+        facts.update(learned_edges=learned, learned_of_selected=selected)
 
     # the search by id leaves the hit and its path
     s = next(x for x in view["saes"] if x["module"] == "residual" and x["features"])

@@ -1,5 +1,5 @@
-"""The report's interactive page: flow_view's layout, statuses and cap on a planted stack, the
-files write_site writes (escaped), and the page itself in a real browser."""
+"""The report's interactive page: flow_view's layout, statuses, learned connections and cap on a
+planted stack, the files write_site writes (escaped), and the page itself in a real browser."""
 
 import json
 from pathlib import Path
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sae_lens_match.flow import FlowConfig, build_flow_graph, make_flow_stack
+from sae_lens_match.flow import ConnectionKey, ConnectionsConfig, FlowConfig, build_flow_graph, fit_connections, make_flow_stack
 from sae_lens_match.report import Section, flow_view, write_site
 from sae_lens_match.report.site import STATUS_BITS
 from sae_lens_match.matching import match
@@ -52,6 +52,32 @@ def planted():
     matchings = [match(a, b).with_unmatched(max_cost=0.02) for a, b in zip(res, res[1:])]
     plants = {"split": (parent, child, twin), "merge": (merged, kept_f, copy_f)}
     return p, graph, matchings, plants
+
+
+# the planted connections: each class of residual feature is a copy of its source in this module (MLP ones negated)
+LEARNED_CLASSES = {"translated": ("residual", 1.0), "attention": ("attention", 1.0), "mlp": ("mlp", -1.0)}
+
+
+@pytest.fixture(scope="module")
+def learned(planted):
+    """Connections fitted on planted codes: a residual feature of a class is ``0.8 * sign`` times
+    its planted source's code (plus a little noise), every other feature an unrelated code."""
+    p = planted[0]
+    g = torch.Generator().manual_seed(2)
+    codes = lambda n: (torch.rand(n, 48, generator=g) + 0.5) * (torch.rand(n, 48, generator=g) < 0.15)  # noqa: E731
+    found, truth = {}, {}
+    for layer in range(3):
+        for cls, (module, sign) in LEARNED_CLASSES.items():
+            at = layer - 1 if module == "residual" else layer
+            if at < 0:
+                continue
+            x, y = codes(3000), codes(3000)
+            key = ConnectionKey(module, at, "residual", layer)
+            truth[key] = {f: (int(p.sources[layer][f]), sign) for f, c in enumerate(p.classes[layer]) if c == cls}
+            for f, (source, _) in truth[key].items():
+                y[:, f] = (sign < 0) + sign * 0.8 * x[:, source] + 0.02 * torch.randn(3000, generator=g)
+            found[key] = fit_connections(x, y, ConnectionsConfig(sparsity="topk", k=2))
+    return found, truth
 
 
 def _sae(view, sae_id):
@@ -146,9 +172,42 @@ def test_flow_view_without_a_graph_and_with_verdicts(planted):
         flow_view(None, [])
 
 
-def test_flow_view_caps_the_nodes_per_sae_keeping_the_busiest(planted):
+def test_flow_view_draws_learned_connections_into_linearly_computed_features(planted, learned):
     _, graph, matchings, _ = planted
-    view = flow_view(graph, matchings, max_features=10)
+    found, truth = learned
+    view = flow_view(graph, matchings, connections=found)
+    assert [v["pair"] for v in view["learned"]] == [str(k) for k in found] and view["learned_top"] == 3
+    for v, (key, conn) in zip(view["learned"], found.items()):
+        source, target = view["saes"][v["source"]], view["saes"][v["target"]]
+        assert (source["id"], target["id"]) == (f"{key.source_layer}/{key.source_module}", f"{key.target_layer}/{key.target_module}")
+        # edges go into the planted (linearly computed) features only, at most 3 each; the strongest is the planted source, with its sign
+        assert set(v["b"]) == set(truth[key]) and max(v["b"].count(b) for b in v["b"]) <= 3
+        for b, (a, sign) in truth[key].items():
+            edges = [(share, a_, w) for a_, b_, w, share in zip(v["a"], v["b"], v["weight"], v["share"]) if b_ == b]
+            share, strongest, weight = max(edges)
+            assert strongest == a and weight == pytest.approx(0.8 * sign, abs=0.05) and share > 0.9
+        # every shown target feature's explained variance, in the order of its features; above the threshold exactly where planted
+        assert len(v["ev"]) == len(target["features"]) and v["threshold"] == conn.threshold
+        assert {f for f, ev in zip(target["features"], v["ev"]) if ev > v["threshold"]} == set(truth[key])
+    lo, hi = view["ev_range"]
+    assert 0.5 < lo <= hi <= 1
+    json.dumps(view, allow_nan=False)
+    # one input per feature: exactly the planted source
+    top1 = flow_view(graph, matchings, connections=found, connection_top=1)
+    for v, key in zip(top1["learned"], found):
+        assert sorted(zip(v["b"], v["a"])) == sorted((b, a) for b, (a, _) in truth[key].items())
+    # without a graph the view shows residual SAEs only: only their pairs are drawn
+    plain = flow_view(None, matchings, connections=found)
+    assert [v["pair"] for v in plain["learned"]] == [str(k) for k in found if k.source_module == "residual"]
+    assert flow_view(graph, matchings)["learned"] == [] and flow_view(graph, matchings)["ev_range"] is None
+    wrong = {ConnectionKey("residual", 0, "residual", 1): fit_connections(torch.rand(100, 48), torch.rand(100, 7), ConnectionsConfig(sparsity="topk", k=1))}
+    with pytest.raises(ValueError, match="connections"):
+        flow_view(graph, matchings, connections=wrong)
+
+
+def test_flow_view_caps_the_nodes_per_sae_keeping_the_busiest(planted, learned):
+    _, graph, matchings, _ = planted
+    view = flow_view(graph, matchings, max_features=10, connections=learned[0])
     assert view["max_features"] == 10 and set(view["truncated"]) == {s["id"] for s in view["saes"]}
     # links counted independently, on the full matchings and graph
     degree = {s["id"]: np.zeros(s["d_sae"], dtype=int) for s in view["saes"]}
@@ -162,6 +221,12 @@ def test_flow_view_caps_the_nodes_per_sae_keeping_the_busiest(planted):
     for b in graph.branchings:
         for n in (b.node, *b.partners):
             degree[f"{n.layer}/{n.module}"][n.feature] += 1
+    for key, conn in learned[0].items():  # learned edges: the top 3 inputs of each linearly computed feature
+        inputs, _ = conn.top_upstream(3)
+        for b in conn.linear().nonzero().squeeze(1).tolist():
+            for a in inputs[b][inputs[b] >= 0].tolist():
+                degree[f"{key.source_layer}/{key.source_module}"][a] += 1
+                degree[f"{key.target_layer}/{key.target_module}"][b] += 1
     for s in view["saes"]:
         kept = set(s["features"])
         assert len(kept) == 10 == len(s["rows"]) == len(s["status"])
@@ -173,6 +238,8 @@ def test_flow_view_caps_the_nodes_per_sae_keeping_the_busiest(planted):
     e = view["edges"]
     assert all(f in kept[s] and g in kept[t] for s, f, t, g in zip(e["source"], e["source_feature"], e["target"], e["target_feature"]))
     assert all(b["node"][1] in kept[b["node"][0]] for b in view["branchings"])
+    assert all(a in kept[v["source"]] and b in kept[v["target"]] for v in view["learned"] for a, b in zip(v["a"], v["b"]))
+    assert all(len(v["ev"]) == 10 for v in view["learned"])
     full = flow_view(graph, matchings, max_features=None)
     assert full["truncated"] == [] and all(len(s["features"]) == s["d_sae"] for s in full["saes"])
 
@@ -199,9 +266,10 @@ def _cards(sae_id, hook, d_sae, features, *, hostile_feature=None):
     return {"label": sae_id, "hook": hook, "d_sae": d_sae, "n_positions": 20000, "neuronpedia_id": None, "tokens": tokens, "features": out}
 
 
-def _site(planted, out_dir):
+def _site(planted, learned, out_dir):
     p, graph, matchings, _ = planted
-    view = flow_view(graph, matchings, verdicts=[[{"label": "SAME", "source": "heuristic:context_overlap"} if ok else None for ok in m.matched.tolist()] for m in matchings])
+    view = flow_view(graph, matchings, verdicts=[[{"label": "SAME", "source": "heuristic:context_overlap"} if ok else None for ok in m.matched.tolist()] for m in matchings],
+                     connections=learned[0])
     cards = {}
     for s in view["saes"]:
         if s["id"] == "1/residual":
@@ -215,8 +283,8 @@ def _site(planted, out_dir):
     return view, cards, index
 
 
-def test_write_site_writes_the_files_and_escapes_text(planted, tmp_path):
-    view, cards, index = _site(planted, tmp_path / "site")
+def test_write_site_writes_the_files_and_escapes_text(planted, learned, tmp_path):
+    view, cards, index = _site(planted, learned, tmp_path / "site")
     site = tmp_path / "site"
     assert index == site / "index.html"
     page = index.read_text()
@@ -234,6 +302,7 @@ def test_write_site_writes_the_files_and_escapes_text(planted, tmp_path):
     written = json.loads(text[len("window.SLM_VIEW = "):].rstrip().rstrip(";"))
     assert {s["id"]: s["card"] for s in written["saes"]} == {s["id"]: (f"data/cards/{s['id'].replace('/', '-')}.js" if s["id"] in cards else None) for s in view["saes"]}
     assert "card" not in view["saes"][0]  # the caller's view is not changed
+    assert written["learned"] == view["learned"] and sum(len(v["a"]) for v in written["learned"]) > 0
     # a card file is one call; the hostile token is data in a JSON string, never markup in a page
     hostile = (site / "data" / "cards" / "2-residual.js").read_text()
     assert hostile.startswith('window.SLM_ADD_CARDS("2/residual", {') and hostile.isascii()
@@ -247,9 +316,9 @@ def test_write_site_writes_the_files_and_escapes_text(planted, tmp_path):
 
 
 @pytest.mark.browser
-def test_the_page_works_in_a_browser(planted, tmp_path):
+def test_the_page_works_in_a_browser(planted, learned, tmp_path):
     paths = require_browser()
-    view, cards, index = _site(planted, tmp_path / "site")
+    view, cards, index = _site(planted, learned, tmp_path / "site")
     hostile = min(_sae(view, "2/residual")["features"], key=lambda f: _rows(view, "2/residual")[f])
     facts = check_site(index, click=("2/residual", hostile), screenshot=tmp_path / "page.png", paths=paths)
     assert facts["nodes"] == sum(len(s["features"]) for s in view["saes"]) and facts["layers"] == [0, 1, 2]
@@ -257,5 +326,9 @@ def test_the_page_works_in_a_browser(planted, tmp_path):
     assert HOSTILE in facts["card_text"] and facts["card_images"] == 0 and facts["card_contexts"] == 3
     assert "heuristic" in facts["card_text"] or "LLM" in facts["card_text"]
     assert "Path across layers" in facts["card_text"] and "SAME" in facts["card_text"]
+    assert "Learned connections" in facts["card_text"] and "explained variance" in facts["card_text"]
+    # the learned-connections checkbox showed and hid every learned edge, the selected feature's stayed; a learned input on a card jumps to its feature
+    assert facts["controls"]["learned_edges"] == sum(len(v["a"]) for v in view["learned"]) and facts["controls"]["learned_of_selected"] >= 1
+    assert facts["learned_card"] is not None and "weight" in facts["learned_card"]["text"]
     assert facts["no_card"]["sae"] == "1/residual" and "No feature cards" in facts["no_card"]["text"]
     assert facts["links"] >= 4 and (tmp_path / "page.png").read_bytes()[:4] == b"\x89PNG"

@@ -26,6 +26,8 @@
   };
   const COST_STOPS = ["#08306b", "#2171b5", "#6baed6", "#fdae6b"]; // cheap (dark) -> costly (light)
   const SCORE_STOPS = ["#cfcfcf", "#333333"]; // weak (light) -> strong (dark)
+  const LEARNED = { pos: "#e08214", neg: "#8073ac" }; // learned weights by sign (orange / purple: apart from the blues and greys)
+  const learnedOpacity = (share) => 0.3 + 0.7 * Math.min(1, Math.max(0, share || 0)); // a larger share of the feature's input: more opaque
 
   const view = window.SLM_VIEW;
   const $ = (id) => document.getElementById(id);
@@ -91,6 +93,7 @@
   const nodes = [];
   const matchLinks = [];
   const edgeLinks = [];
+  const learnedLinks = [];
   const layerOn = new Array(view.n_layers).fill(true);
   const cards = {}; // SAE id -> {data, byFeature}
   const loading = {}; // SAE id -> Promise
@@ -105,7 +108,8 @@
         sae: s, feature: f, row: s.rows[k], layer: s.layer, statusNames: names,
         cls: s.classes ? classes[s.classes[k]] : null,
         x: s.x * COL_W, y: s.rows[k] * ROW_H,
-        matchIn: [], matchOut: [], edgeIn: [], edgeOut: [], branchings: [], visible: true, el: null, mark: null,
+        matchIn: [], matchOut: [], edgeIn: [], edgeOut: [], learnedIn: [], learnedOut: [], explained: [], branchings: [],
+        visible: true, el: null, mark: null,
       };
       s.nodes.set(f, node);
       nodes.push(node);
@@ -135,6 +139,18 @@
     link.target.edgeIn.push(link);
     edgeLinks.push(link);
   });
+  (view.learned || []).forEach((p, pi) => {
+    const target = saes[p.target];
+    // every shown feature of the target SAE: how much of it this pair explains (its card says so)
+    target.features.forEach((f, k) => target.nodes.get(f).explained.push({ pair: pi, source: saes[p.source], ev: p.ev[k], threshold: p.threshold }));
+    p.a.forEach((a, k) => {
+      const link = { pair: pi, source: nodeAt(p.source, a), target: nodeAt(p.target, p.b[k]), weight: p.weight[k], share: p.share[k], el: null };
+      link.ev = link.target.explained[link.target.explained.length - 1].ev;
+      link.source.learnedOut.push(link);
+      link.target.learnedIn.push(link);
+      learnedLinks.push(link);
+    });
+  });
   view.branchings.forEach((b) => {
     const branching = { kind: b.kind, node: nodeAt(b.node[0], b.node[1]), partners: b.partners.map((p) => nodeAt(p[0], p[1])) };
     branching.node.branchings.push(branching);
@@ -152,6 +168,7 @@
   function draw() {
     const gEdges = svgEl("g", { class: "edges" });
     const gMatches = svgEl("g", { class: "matches" });
+    const gLearned = svgEl("g", { class: "learned" });
     const gMarks = svgEl("g", { class: "branches" });
     const gNodes = svgEl("g", { class: "nodes" });
     for (const link of edgeLinks) {
@@ -160,6 +177,14 @@
         stroke: ramp(SCORE_STOPS, scaled(view.score_range, link.score)),
       });
       gEdges.appendChild(link.el);
+    }
+    for (const link of learnedLinks) {
+      const sign = link.weight < 0 ? "neg" : "pos";
+      link.el = svgEl("line", {
+        class: `link learned ${sign}`, x1: link.source.x, y1: link.source.y, x2: link.target.x, y2: link.target.y,
+        stroke: LEARNED[sign], "stroke-opacity": learnedOpacity(link.share),
+      });
+      gLearned.appendChild(link.el);
     }
     for (const link of matchLinks) {
       link.el = svgEl("line", {
@@ -191,7 +216,7 @@
         gMarks.appendChild(mark);
       }
     }
-    svg.append(gEdges, gMatches, gMarks, gNodes);
+    svg.append(gEdges, gMatches, gLearned, gMarks, gNodes);
   }
 
   /* ---------- zoom and pan (on the viewBox) ---------- */
@@ -334,8 +359,20 @@
       const ok = showEdges && (link.score === null || !(link.score < scoreMin)) && link.source.visible && link.target.visible;
       link.el.classList.toggle("hidden", !ok);
     }
+    filterLearned();
     $("cost-value").textContent = view.cost_range ? fmt(costMax) : "n/a";
     $("score-value").textContent = view.score_range ? fmt(scoreMin) : "n/a";
+  }
+
+  /** Learned edges: all when the box is ticked (there are thousands), else only the selected feature's. */
+  function filterLearned() {
+    const evMin = parseFloat($("ev-threshold").value);
+    const showLearned = $("show-learned").checked;
+    for (const link of learnedLinks) {
+      const ok = (showLearned || link.source === selected || link.target === selected) && !(link.ev < evMin) && link.source.visible && link.target.visible;
+      link.el.classList.toggle("hidden", !ok);
+    }
+    $("ev-value").textContent = view.ev_range ? fmt(evMin) : "n/a";
   }
 
   function slider(input, range, atMax) {
@@ -353,10 +390,13 @@
   function installControls() {
     slider($("cost-threshold"), view.cost_range, true);
     slider($("score-threshold"), view.score_range, false);
+    slider($("ev-threshold"), view.ev_range, false);
     if (!view.matches.length) $("show-matches").disabled = true;
     if (!edgeLinks.length) $("show-edges").disabled = true;
+    if (!learnedLinks.length) $("show-learned").disabled = true;
     $("show-matches").addEventListener("change", applyFilters);
     $("show-edges").addEventListener("change", applyFilters);
+    $("show-learned").addEventListener("change", applyFilters);
     const layers = $("layer-filter");
     for (let layer = 0; layer < view.n_layers; layer++) {
       const box = el("input", { type: "checkbox", "data-layer": layer });
@@ -455,17 +495,19 @@
     svg.querySelectorAll(".on-path, .selected").forEach((e) => e.classList.remove("on-path", "selected"));
     svg.classList.remove("has-selection");
     selected = null;
+    filterLearned();
   }
 
   function select(node, center) {
     clearSelection();
     selected = node;
     const path = pathOf(node);
-    const flows = node.edgeIn.concat(node.edgeOut);
+    const flows = node.edgeIn.concat(node.edgeOut, node.learnedIn, node.learnedOut);
     path.nodes.concat(flows.map((l) => l.source), flows.map((l) => l.target)).forEach((n) => n.el.classList.add("on-path"));
     path.links.concat(flows).forEach((l) => l.el.classList.add("on-path"));
     node.el.classList.add("selected");
     svg.classList.add("has-selection");
+    filterLearned();
     if (center) centerOn(node);
     renderCard(node);
   }
@@ -667,6 +709,8 @@
       card.appendChild(list);
     }
 
+    renderLearned(node);
+
     for (const b of node.branchings) {
       const p = el("p", { class: "branching" });
       if (b.node === node) {
@@ -678,6 +722,42 @@
       }
       card.appendChild(p);
     }
+  }
+
+  /** The feature's learned upstream connections, per upstream SAE with its explained variance, then what it feeds. */
+  function renderLearned(node) {
+    if (!node.explained.length && !node.learnedOut.length) return;
+    section("Learned connections (fitted on data)");
+    const list = el("ul", { class: "learned" });
+    for (const x of node.explained) {
+      const li = el("li", {});
+      const linear = x.ev !== null && x.ev > x.threshold;
+      li.appendChild(el("span", {}, `from ${x.source.id}: explained variance ${fmt(x.ev)}`));
+      li.appendChild(el("span", { class: "muted" }, x.ev === null ? " (does not vary on the data)"
+        : linear ? ` (linearly computed: above ${fmt(x.threshold)})` : ` (below ${fmt(x.threshold)}: not linearly computed)`));
+      const inputs = node.learnedIn.filter((l) => l.pair === x.pair).sort((a, b) => b.share - a.share);
+      if (inputs.length) {
+        const sub = el("ol", {});
+        for (const l of inputs) {
+          const item = el("li", {});
+          item.append(jump(l.source), el("span", { class: `weight ${l.weight < 0 ? "neg" : "pos"}` }, ` weight ${l.weight > 0 ? "+" : ""}${fmt(l.weight)}`),
+            el("span", { class: "muted" }, ` \u00b7 ${fmt(100 * l.share, 2)} % of its input`));
+          sub.appendChild(item);
+        }
+        li.appendChild(sub);
+      }
+      list.appendChild(li);
+    }
+    const feeds = node.learnedOut.slice().sort((a, b) => b.share - a.share);
+    const MAX_FEEDS = 12;
+    for (const l of feeds.slice(0, MAX_FEEDS)) {
+      const li = el("li", {});
+      li.append(document.createTextNode("into "), jump(l.target), el("span", { class: `weight ${l.weight < 0 ? "neg" : "pos"}` }, ` weight ${l.weight > 0 ? "+" : ""}${fmt(l.weight)}`),
+        el("span", { class: "muted" }, ` \u00b7 explained variance ${fmt(l.ev)}`));
+      list.appendChild(li);
+    }
+    if (feeds.length > MAX_FEEDS) list.appendChild(el("li", { class: "muted" }, `and ${feeds.length - MAX_FEEDS} more features it feeds`));
+    card.appendChild(list);
   }
 
   /* ---------- legend ---------- */
@@ -747,6 +827,14 @@
     if (view.score_range) {
       legendItem(links, swatch((s) => s.appendChild(svgEl("line", { x1: -10, y1: 0, x2: 10, y2: 0, stroke: SCORE_STOPS[1], "stroke-width": 1.5, "stroke-dasharray": "4 3" }))), `flow edge, by ${view.edge_score || "score"}:`);
       links.appendChild(gradient("score-gradient", SCORE_STOPS, view.score_range, true));
+    }
+    if (learnedLinks.length) {
+      for (const sign of ["pos", "neg"]) {
+        const line = swatch((s) => s.appendChild(svgEl("line", { x1: -10, y1: 0, x2: 10, y2: 0, class: `link learned ${sign}`, stroke: LEARNED[sign] })));
+        legendItem(links, line, sign === "pos" ? "learned connection, positive weight" : "negative weight");
+      }
+      legendItem(links, el("span", {}), `(the ${view.learned_top} strongest inputs of each linearly computed feature, fainter for a smaller share of its input; `
+        + "a clicked feature's are drawn, tick \u201clearned connections\u201d for all)");
     }
     if (links.childElementCount > 1) box.appendChild(links);
     if (view.truncated.length) {
