@@ -34,7 +34,7 @@ import time
 import torch
 
 from sae_lens_match import DEFAULT_UNMATCHED, match, world
-from sae_lens_match.flow import ConnectionsConfig, FlowStack, build_flow_graph, connection_rows, stack_agreement, stack_statistics
+from sae_lens_match.flow import ConnectionsConfig, FlowStack, build_flow_graph, connection_tables, stack_agreement, stack_statistics
 from sae_lens_match.report import format_table
 from sae_lens_match.sources import TokenSet
 
@@ -70,12 +70,11 @@ def main() -> None:
 
     matchings = [match(stack.residual[layer - 1], stack.residual[layer]) for layer in range(1, stack.n_layers)]
     graph = build_flow_graph(stack, progress=False)
-    rows = connection_rows(found)
+    rows, agreement = connection_tables(found, matchings, graph)
     by_pair = {r["pair"]: r for r in rows}
-    for linear_only, suffix in ((False, ""), (True, "_lin")):
-        for a in stack_agreement(found, matchings, graph, linear_only=linear_only):
-            name = "sae_match" if a["reference"] == "sae_match" else "flow"
-            by_pair[a["pair"]].update({name + suffix: a["fraction"], f"n_{name}{suffix}": a["n_compared"], "chance": a["chance"]})
+    for a in agreement:
+        name = ("sae_match" if a["reference"] == "sae_match" else "flow") + ("_lin" if a["linear_only"] else "")
+        by_pair[a["pair"]].update({name: a["fraction"], f"n_{name}": a["n_compared"]})
     # SAE Match's pairs that its default unmatched rule keeps (cost below half the random pairs' median)
     kept = [DEFAULT_UNMATCHED.apply(m) for m in matchings]
     for a in stack_agreement(found, kept):

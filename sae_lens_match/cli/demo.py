@@ -31,7 +31,6 @@ import torch
 
 from sae_lens_match import world
 from sae_lens_match.atomic import atomic_path, prepare_out_dir, write_json
-from sae_lens_match.cli.flow import connection_tables, pair_name
 from sae_lens_match.cli.options import add_match_options, add_out, add_unmatched_options, match_config, matcher_names, positive_int, unmatched_rule
 from sae_lens_match.evaluation.compare import CompareConfig, compute_matchings, run_compare
 from sae_lens_match.evaluation.cost_summary import CostSummaryConfig, run_cost_summary
@@ -51,6 +50,7 @@ from sae_lens_match.flow import (
     build_flow_graph,
     causal_check,
     causal_summary,
+    connection_tables,
     effect_rows,
     stack_connections,
 )
@@ -302,7 +302,7 @@ def _connections_step(folder: Path, out: Path, config: DemoConfig, data: _WorldD
     assert config.connections is not None  # run_demo skips this step otherwise
     found = stack_connections(data.stack, data.held_out, config.connections)
     for key, conn in found.items():
-        conn.save(folder / f"{pair_name(key)}.safetensors")
+        conn.save(folder / f"{key.stem}.safetensors")
     summary, agreement = connection_tables(found, load_matchings(out)["sae_match"], FlowGraph.load(out / "flow" / "graph.json"))
     write_table(folder, "summary", summary)
     write_table(folder, "agreement", agreement)
@@ -333,7 +333,7 @@ def load_connections(out: Path) -> dict[ConnectionKey, Connections]:
     """The demo's learned connections (``connections/``), pair -> :class:`~sae_lens_match.flow.Connections`, in the order of its summary."""
     rows = json.loads((out / "connections" / "summary.json").read_text())
     keys = [ConnectionKey(r["source_module"], r["source_layer"], r["target_module"], r["target_layer"]) for r in rows]
-    return {key: Connections.load(out / "connections" / f"{pair_name(key)}.safetensors") for key in keys}
+    return {key: Connections.load(out / "connections" / f"{key.stem}.safetensors") for key in keys}
 
 
 def _cards_step(folder: Path, out: Path, config: DemoConfig, data: _WorldData) -> None:

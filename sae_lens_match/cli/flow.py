@@ -37,16 +37,15 @@ from sae_lens_match.flow import (
     build_flow_graph,
     causal_check,
     causal_summary,
-    connection_rows,
+    connection_tables,
     effect_rows,
     median_norm,
-    stack_agreement,
     stack_connections,
     steering_runs,
     steering_summary,
 )
 from sae_lens_match.lfp.reward import vader_reward
-from sae_lens_match.matching import Matching, match
+from sae_lens_match.matching import match
 from sae_lens_match.evaluation.explain import TopTokensExplainer
 from sae_lens_match.evaluation.feature_cards import feature_cards
 from sae_lens_match.report.pages import html_table
@@ -208,7 +207,7 @@ def _connections(args: argparse.Namespace, inputs: _Inputs, graph: FlowGraph, co
     found = stack_connections(inputs.stack, inputs.data, config)
     folder = args.out / "connections"
     for key, conn in found.items():
-        conn.save(folder / f"{pair_name(key)}.safetensors")
+        conn.save(folder / f"{key.stem}.safetensors")
     residual = inputs.stack.residual
     matchings = [match(residual[layer - 1], residual[layer], match_config(args)) for layer in range(1, len(residual))]
     table, _ = connection_tables(found, matchings, graph)
@@ -220,23 +219,3 @@ def _connections(args: argparse.Namespace, inputs: _Inputs, graph: FlowGraph, co
 CONNECTION_COLUMNS = ["pair", "n_alive", "fraction_linear", "control_fraction_linear", "median_explained_variance", "mean_nonzero",
                       "sae_match_agreement", "flow_graph_agreement", "chance"]
 """The columns of the connections' summary that the terminal and the pages show."""
-
-
-def pair_name(key: ConnectionKey) -> str:
-    """The file stem of a pair's connections: ``residual0_to_mlp1``."""
-    return f"{key.source_module}{key.source_layer}_to_{key.target_module}{key.target_layer}"
-
-
-def connection_tables(found: dict[ConnectionKey, Connections], matchings: list[Matching] | None, graph: FlowGraph | None) -> tuple[list[dict], list[dict]]:
-    """The connections' tables: one summary row per pair (:func:`~sae_lens_match.flow.connection_rows`
-    with its agreement over alive features with SAE Match and with the flow graph, and the chance
-    level), and the agreement rows themselves (:func:`~sae_lens_match.flow.stack_agreement`), over
-    all alive features and over the linearly computed ones (``linear_only``)."""
-    rows = {r["pair"]: r for r in connection_rows(found)}
-    agreement = []
-    for linear_only in (False, True):
-        for a in stack_agreement(found, matchings, graph, linear_only=linear_only):
-            agreement.append({**a, "linear_only": linear_only})
-            if not linear_only:  # reference is "sae_match" or "flow_graph"
-                rows[a["pair"]].update({f"{a['reference']}_agreement": a["fraction"], f"{a['reference']}_compared": a["n_compared"], "chance": a["chance"]})
-    return list(rows.values()), agreement

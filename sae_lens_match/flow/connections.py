@@ -699,6 +699,11 @@ class ConnectionKey(NamedTuple):
     def __str__(self) -> str:
         return f"{self.source_module} {self.source_layer} -> {self.target_module} {self.target_layer}"
 
+    @property
+    def stem(self) -> str:
+        """The file stem of the pair's connections: ``residual0_to_mlp1``."""
+        return f"{self.source_module}{self.source_layer}_to_{self.target_module}{self.target_layer}"
+
 
 def stack_pairs(stack: FlowStack) -> list[ConnectionKey]:
     """The module pairs of ``stack`` whose connections :func:`stack_connections` fits, by layer:
@@ -865,3 +870,18 @@ def stack_agreement(found: Mapping[ConnectionKey, Connections], matchings: Seque
 def connection_rows(found: Mapping[ConnectionKey, Connections]) -> list[dict[str, Any]]:
     """One row per pair: ``pair``, the module and layer of each side, and :meth:`Connections.summary`."""
     return [{"pair": str(k), **k._asdict(), **conn.summary()} for k, conn in found.items()]
+
+
+def connection_tables(found: Mapping[ConnectionKey, Connections], matchings: Sequence[Matching] | None, graph: FlowGraph | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The connections' tables: one summary row per pair (:func:`connection_rows`
+    with its agreement over alive features with SAE Match and with the flow graph, and the chance
+    level), and the agreement rows themselves (:func:`stack_agreement`), over
+    all alive features and over the linearly computed ones (``linear_only``)."""
+    rows = {r["pair"]: r for r in connection_rows(found)}
+    agreement = []
+    for linear_only in (False, True):
+        for a in stack_agreement(found, matchings, graph, linear_only=linear_only):
+            agreement.append({**a, "linear_only": linear_only})
+            if not linear_only:  # reference is "sae_match" or "flow_graph"
+                rows[a["pair"]].update({f"{a['reference']}_agreement": a["fraction"], f"{a['reference']}_compared": a["n_compared"], "chance": a["chance"]})
+    return list(rows.values()), agreement
