@@ -107,22 +107,77 @@ class Coverage:
         """
         bad_r = torch.zeros(len(rows), dtype=torch.bool)
         bad_c = torch.zeros(len(cols), dtype=torch.bool)
-        # Per recorded block holding some of the rows: where they are in it, each row's bound
-        # and each column's shift (+inf for columns it does not hold: nothing is proven there).
+        found = self._bounds(rows, cols, u, v)
+        pairs = self.failing_pairs(rows, cols, u, v, tol, found)
+        if pairs is not None:
+            bad_r[pairs[0]], bad_c[pairs[1]] = True, True
+            return bad_r, bad_c
+        step = max(1, _TEST_ELEMENTS // max(len(cols), 1))
+        for start in range(0, len(rows), step):
+            ok = torch.zeros((min(step, len(rows) - start), len(cols)), dtype=torch.bool)
+            for row_bound, col_shift in found:
+                # Only the rows a block holds: older passes' blocks each hold a few.
+                held = (row_bound[start : start + step] > -float("inf")).nonzero().squeeze(1)
+                if len(held):
+                    ok[held] |= row_bound[start + held, None] - col_shift[None, :] >= -tol
+            fail = ~ok
+            bad_r[start : start + step] = fail.any(1)
+            bad_c |= fail.any(0)
+        return bad_r, bad_c
+
+    def failing_pairs(
+        self, rows: torch.Tensor, cols: torch.Tensor, u: torch.Tensor, v: torch.Tensor, tol: float, found: list | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The pairs of ``rows x cols`` no block proves, as local ``(i, j)`` indices, or None
+        when testing them whole (:meth:`unproven`) is cheaper: no block holds the rows, or more
+        than :data:`_MAX_LISTED` pairs, or a ``1 / _LISTING_COST`` share of all, may be left.
+
+        A block's test ``tau_i - du_i >= dv_j - tol`` is separable: with the columns sorted by
+        ``dv_j``, the pairs it leaves in a row are a prefix of one order, found by a binary
+        search. Each row takes the block that leaves it fewest; only those pairs are tested
+        against the other blocks.
+        """
+        found = self._bounds(rows, cols, u, v) if found is None else found
+        if not found:
+            return None
+        # Per block, the columns in descending shift and how many of them each row fails with;
+        # each row is listed from the block that leaves it fewest.
+        orders, n_fail = [], []
+        for row_bound, col_shift in found:
+            order = torch.argsort(col_shift, descending=True)
+            orders.append(order)
+            n_fail.append(len(col_shift) - torch.searchsorted(col_shift[order].flip(0), row_bound + tol / 2, right=True))
+        n_fail, best = torch.stack(n_fail).min(0)
+        total = int(n_fail.sum())
+        # A listed pair costs several times a pair tested in a whole block.
+        if total > min(_MAX_LISTED, len(rows) * len(cols) // _LISTING_COST):
+            return None
+        i = torch.repeat_interleave(torch.arange(len(rows)), n_fail)
+        rank = torch.arange(total) - torch.repeat_interleave(torch.cumsum(n_fail, 0) - n_fail, n_fail)
+        j = torch.stack(orders)[best[i], rank]
+        fail = torch.ones(total, dtype=torch.bool)
+        for row_bound, col_shift in found:
+            fail &= row_bound[i] - col_shift[j] < -tol
+        return i[fail], j[fail]
+
+    def _bounds(self, rows: torch.Tensor, cols: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per recorded block holding some of the rows: each row's bound (``-inf`` for rows it
+        does not hold; finite) and each column's shift (``+inf`` for columns it does not hold)."""
         found = []
         for block in self.blocks:
             at = torch.searchsorted(block.rows, rows).clamp_max(len(block.rows) - 1)
             held = block.rows[at] == rows
             if held.any():
                 row_bound = torch.where(held, block.tau[at] - (u[rows] - block.u0[rows]), -float("inf"))
+                # A row whose whole block was pooled has tau = inf; kept finite, it still
+                # proves nothing in columns the block does not hold (inf - inf would be nan).
+                row_bound = row_bound.clamp(max=torch.finfo(torch.float64).max)
                 col_shift = torch.where(block.cols[cols], v[cols] - block.v0[cols], float("inf"))
                 found.append((row_bound, col_shift))
-        step = max(1, _TEST_ELEMENTS // max(len(cols), 1))
-        for start in range(0, len(rows), step):
-            ok = torch.zeros((min(step, len(rows) - start), len(cols)), dtype=torch.bool)
-            for row_bound, col_shift in found:
-                ok |= row_bound[start : start + step, None] - col_shift[None, :] >= -tol
-            fail = ~ok
-            bad_r[start : start + step] = fail.any(1)
-            bad_c |= fail.any(0)
-        return bad_r, bad_c
+        return found
+
+
+# Pairs listed at most (16 bytes each), and how many pairs of a block tested whole cost as
+# much as one listed pair tested (gathers against contiguous passes).
+_MAX_LISTED = 1 << 23
+_LISTING_COST = 8

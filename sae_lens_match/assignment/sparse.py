@@ -185,7 +185,7 @@ def _pricing_pass(a, b, sv, u, v, edges, pool, coverage, *, k_add, k_pool, tol, 
     # Smaller strip first. Once it turns up many violations (early rounds, when the graph
     # is still far from optimal), the other waits for better duals, except in the last
     # round, whose gap bound needs every pair.
-    for strip in sorted(unproven(sv, u, v, tol), key=lambda blocks: sum(len(r) * len(c) for r, c in blocks)):
+    for strip in sorted(unproven(sv, u, v, tol, coverage=coverage), key=lambda blocks: sum(len(r) * len(c) for r, c in blocks)):
         if int((worst < -tol).sum()) * 100 >= a.shape[0] and not last:
             break
         for rows, cols in strip:
@@ -205,7 +205,9 @@ def _pricing_pass(a, b, sv, u, v, edges, pool, coverage, *, k_add, k_pool, tol, 
     return torch.cat(new_rows), torch.cat(new_cols), worst, Pool.cat(pools), rescored
 
 
-def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, group: int = 4096) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+def unproven(
+    sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, group: int = 4096, coverage: Coverage | None = None
+) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
     """Blocks holding every pair the survey's bound cannot prove has a reduced cost ``>= -tol``.
 
     A pair is proven if ``s_i + t_j >= 2 |a_i||b_j| min(rho_i, rho'_j)``. That holds for every
@@ -214,7 +216,8 @@ def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, group: in
     against all columns, and all rows against the other columns. Each strip is sorted (rows
     by ``s``, columns by ``t``) and cut into tiles; a tile whose extreme values prove it is
     skipped, the others are tested pair by pair. Candidates are tested too (their bound does
-    not hold, so they may be reported; the recheck skips graph edges).
+    not hold, so they may be reported; the recheck skips graph edges). Given the ``coverage``
+    of earlier passes, only the pairs it leaves unproven are tested (where it can list them).
 
     Returns:
         Per strip (weak rows, then weak columns; empty where nothing is unproven),
@@ -234,7 +237,11 @@ def unproven(sv: Survey, u: torch.Tensor, v: torch.Tensor, tol: float, group: in
     row = (s.float() - lift_a, sv.sq_a.sqrt().float(), sv.rho_a.float())
     col = (t.float() - lift_b, (2 * sv.sq_b.sqrt()).float(), sv.rho_b.float())
     strips = [(weak_rows, torch.arange(len(t))), (torch.arange(len(s)), weak_cols)]
-    return [_unproven_strip(_tiles(r, *row), _tiles(c, *col), group) if len(r) and len(c) else [] for r, c in strips]
+
+    def left_by_coverage(r: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None if coverage is None else coverage.failing_pairs(r, c, u, v, tol)
+
+    return [_unproven_strip(_tiles(r, *row), _tiles(c, *col), group, left_by_coverage) if len(r) and len(c) else [] for r, c in strips]
 
 
 _TILE = 128
@@ -244,41 +251,68 @@ _TEST_ELEMENTS = 1 << 22
 
 def _tiles(idx: torch.Tensor, shift: torch.Tensor, norm: torch.Tensor, rho: torch.Tensor):
     """Points ``idx`` sorted by ``shift``, their per-point ``(shift, norm, rho)`` and, per tile of
-    :data:`_TILE`, the values that bound every pair of the tile: least shift, largest norm and rho."""
+    :data:`_TILE`, the values that bound every pair of the tile from either side: least shift,
+    largest norm and rho (a pair may fail), then largest shift, least norm and rho (every pair
+    fails). Padding makes a partial tile never fail for sure."""
     idx = idx[torch.argsort(shift[idx])]
     pad = -len(idx) % _TILE
     tile = [torch.cat([x[idx], x.new_full((pad,), fill)]).view(-1, _TILE) for x, fill in ((shift, float("inf")), (norm, 0.0), (rho, -1.0))]
-    return idx, (shift, norm, rho), (tile[0].amin(1), tile[1].amax(1), tile[2].amax(1))
+    return idx, (shift, norm, rho), (tile[0].amin(1), tile[1].amax(1), tile[2].amax(1)), (tile[0].amax(1), tile[1].amin(1), tile[2].amin(1))
 
 
-def _failing(r: tuple, c: tuple) -> torch.Tensor:
+def _failing(r: tuple, c: tuple, pairwise: bool = False) -> torch.Tensor:
     """``s_i + t_j < |a_i| 2|b_j| min(rho_i, rho'_j)`` in float32, rows ``r`` x columns ``c``
-    given as ``(shift, norm, rho)``. Rounding is monotone, so tile extremes bound their pairs."""
-    bound = torch.minimum(r[2][:, None], c[2][None, :]).clamp_(min=0).mul_(c[1][None, :]).mul_(r[1][:, None])
-    return torch.add(r[0][:, None], c[0][None, :]).sub_(bound) < 0
+    given as ``(shift, norm, rho)``, or pair by pair (same roundings) if ``pairwise``. Rounding
+    is monotone, so tile extremes bound their pairs."""
+    if not pairwise:
+        r, c = tuple(x[:, None] for x in r), tuple(x[None, :] for x in c)
+    bound = torch.minimum(r[2], c[2]).clamp_(min=0).mul_(c[1]).mul_(r[1])
+    return torch.add(r[0], c[0]).sub_(bound) < 0
 
 
-def _unproven_strip(rows, cols, group: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _unproven_strip(rows, cols, group: int, left_by_coverage) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One strip's blocks, a block per ``group`` sorted rows; ``rows`` and ``cols`` come from
-    :func:`_tiles`. Column tiles no row tile of the group can fail with are never tested."""
-    (row_idx, row_vals, row_tiles), (col_idx, col_vals, col_tiles) = rows, cols
+    :func:`_tiles`. Column tiles no row tile of the group can fail with are never tested, nor
+    pairs ``left_by_coverage(rows, cols)`` does not list (when it lists, else None). Where a
+    column tile fails for sure with every row tile of the group, its pairs are not tested one by
+    one either: all those rows and columns are in the block."""
+    (row_idx, row_vals, row_tiles, row_sure), (col_idx, col_vals, col_tiles, col_sure) = rows, cols
     maybe = _failing(row_tiles, col_tiles)  # [row tiles, column tiles]
+    sure = _failing(row_sure, col_sure)
     blocks = []
     per_group = max(1, group // _TILE)
+
+    def columns(tiles: torch.Tensor) -> torch.Tensor:
+        return col_idx[(tiles[:, None] * _TILE + torch.arange(_TILE)).flatten().clamp_max(len(col_idx) - 1)].unique()
+
     for g in range(0, maybe.shape[0], per_group):
-        col_tiles_hit = maybe[g : g + per_group].any(0).nonzero().squeeze(1)
-        if not len(col_tiles_hit):
+        hit = maybe[g : g + per_group].any(0)
+        if not hit.any():
             continue
         r = row_idx[g * _TILE : (g + per_group) * _TILE]
-        c = col_idx[(col_tiles_hit[:, None] * _TILE + torch.arange(_TILE)).flatten().clamp_max(len(col_idx) - 1)].unique()
+        c = columns(hit.nonzero().squeeze(1))
+        pairs = left_by_coverage(r, c)
+        if pairs is not None:
+            i, j = pairs
+            fail = _failing(tuple(x[r[i]] for x in row_vals), tuple(x[c[j]] for x in col_vals), pairwise=True)
+            if fail.any():
+                blocks.append((r[i[fail].unique()].sort().values, c[j[fail].unique()]))
+            continue
+        all_fail = sure[g : g + per_group].all(0)
+        if all_fail.any():
+            # Every row of the group fails with these columns; only the others need a test.
+            c_sure, c = columns(all_fail.nonzero().squeeze(1)), columns((hit & ~all_fail).nonzero().squeeze(1))
+            c = c[~torch.isin(c, c_sure)]
         bad_r, bad_c = torch.zeros(len(r), dtype=torch.bool), torch.zeros(len(c), dtype=torch.bool)
         c_vals = tuple(x[c] for x in col_vals)
-        step = max(1, _TEST_ELEMENTS // len(c))
-        for i in range(0, len(r), step):
+        step = max(1, _TEST_ELEMENTS // max(len(c), 1))
+        for i in range(0, len(r) if len(c) else 0, step):
             fail = _failing(tuple(x[r[i : i + step]] for x in row_vals), c_vals)
             bad_r[i : i + step] = fail.any(1)
             bad_c |= fail.any(0)
-        if bad_r.any():
+        if all_fail.any():
+            blocks.append((r.sort().values, torch.cat([c_sure, c[bad_c]])))
+        elif bad_r.any():
             blocks.append((r[bad_r].sort().values, c[bad_c]))
     return blocks
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from sae_lens_match.assignment import assign, sparse
+from sae_lens_match.assignment import assign, pricing, sparse
 from sae_lens_match.assignment.core import exact_costs
 from sae_lens_match.assignment.pricing import Coverage, Pool
 from sae_lens_match.assignment.scores import Scorer, _int_mm
@@ -140,6 +140,41 @@ def test_coverage_proves_only_what_holds():
         assert coverage.unproven(rows, torch.tensor([0, 5]), u, v, tol)[0].all()
         assert coverage.unproven(torch.tensor([1, 3]), cols, u, v, tol)[0].all()
     assert n_proven > 0  # small moves leave rows proven
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["listing", "whole-block"])
+def test_coverage_finds_exactly_the_pairs_no_block_proves(listed, monkeypatch):
+    # Three overlapping recorded blocks at different duals, some rows with an infinite tau
+    # (proven in their block's columns, not elsewhere); the rows and columns reported
+    # unproven must be exactly those of the pairs that no block proves, pair by pair, whether
+    # the pairs the best block leaves are listed or the blocks are tested whole.
+    monkeypatch.setattr(pricing, "_LISTING_COST", 1)
+    if not listed:
+        monkeypatch.setattr(pricing, "_MAX_LISTED", 0)
+    g = torch.Generator().manual_seed(7)
+    n_a, n_b = 200, 300
+    u_base, v_base = torch.randn(n_a, generator=g, dtype=torch.float64), torch.randn(n_b, generator=g, dtype=torch.float64)
+    near = lambda x: x + 0.5 * torch.randn(x.shape, generator=g, dtype=torch.float64)  # noqa: E731
+    coverage = Coverage(n_a, n_b)
+    for _ in range(3):
+        coverage.new_pass(near(u_base), near(v_base))
+        rows = torch.randperm(n_a, generator=g)[:170].sort().values
+        cols = torch.randperm(n_b, generator=g)[:280]
+        tau = near(torch.full((170,), 2.0, dtype=torch.float64))
+        tau[:20] = float("inf")  # rows whose whole block went to the pool
+        coverage.record(rows, cols, tau)
+    u, v = near(u_base), near(v_base)
+    rows, cols = torch.randperm(n_a, generator=g)[:150], torch.randperm(n_b, generator=g)[:250]
+    proven = torch.zeros(len(rows), len(cols), dtype=torch.bool)
+    for block in coverage.blocks:
+        held = torch.isin(rows, block.rows)
+        tau = torch.full((len(rows),), -float("inf"), dtype=torch.float64)
+        tau[held] = block.tau[torch.searchsorted(block.rows, rows[held])]
+        bound = tau[:, None] - (u - block.u0)[rows][:, None] - (v - block.v0)[cols][None, :]
+        proven |= block.cols[cols][None, :] & (bound >= -1e-9)
+    bad_r, bad_c = coverage.unproven(rows, cols, u, v, 1e-9)
+    assert 0 < int(bad_r.sum()) < len(rows) and 0 < int(bad_c.sum()) < len(cols)
+    assert torch.equal(bad_r, (~proven).any(1)) and torch.equal(bad_c, (~proven).any(0))
 
 
 def test_pool_prices_at_new_duals_and_drops_graph_edges():
