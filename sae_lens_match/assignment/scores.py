@@ -213,7 +213,8 @@ class Scorer:
                 c1 = min(c0 + width, n_b)
                 # B's padding keeps each block's width a multiple of 8 (CUDA's int8 matmul).
                 dots = _int_mm(q, self.b_t[:, c0 : min(c0 + width, self.b_t.shape[1])], self.cuda_rules)[:, : c1 - c0]
-                yield c0, torch.mul(dots, col[None, c0:c1]).mul_(row[:, None])
+                # Converted first: a mixed int32 x float32 product takes a slow path on CPU.
+                yield c0, dots.float().mul_(col[None, c0:c1]).mul_(row[:, None])
             return
         a = a.float()
         for c0 in range(0, n_b, width):

@@ -22,6 +22,9 @@ from sae_lens_match.assignment.scores import Scorer, sq_norms
 
 # Columns scored at once: a chunk's block stays in cache for the passes that rank it.
 _BLOCK = 8192
+# Ranking goes through the maxima of groups of this many scores: the best scores of a row
+# (column) lie in its groups with the largest maxima, so only those are ranked in full.
+_GROUP = 16
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def survey(
         vals, idxs = [], []
         for c0, cos in scorer.column_blocks(s, e, row_scale=inv_a[s:e], col_scale=inv_b, width=_BLOCK):
             c1 = c0 + cos.shape[1]
-            val, idx = cos.topk(min(kr, cos.shape[1]), dim=1)
+            val, idx = _top_k_rows(cos, kr)
             vals.append(val)
             idxs.append(idx + c0)
             col_vals[:, c0:c1], col_rows[:, c0:c1] = _merge_columns(col_vals[:, c0:c1], col_rows[:, c0:c1], cos, s)
@@ -108,6 +111,25 @@ def survey(
     return Survey(rows, cols, rho_a, rho_b, sq_a.cpu(), sq_b.cpu())
 
 
+def _top_k_rows(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The values of ``x.topk(k, dim=1)`` for ``x [m, w]``, with their columns (ties may pick
+    other columns).
+
+    Row ``i``'s columns ``t, t + w/g, t + 2w/g, ...`` form group ``t`` (``g`` = ``_GROUP``). The
+    ``k`` groups with the largest maxima hold every score above the row's ``k``-th best and at
+    least ``k`` scores no smaller than it, so ranking them alone gives the same values; their
+    maxima come from one vectorised pass.
+    """
+    m, w = x.shape
+    n_groups = w // _GROUP
+    if w % _GROUP or n_groups <= k:
+        return x.topk(min(k, w), dim=1)
+    best = x.view(m, _GROUP, n_groups).amax(1).topk(k, dim=1).indices
+    cols = (best[:, :, None] + torch.arange(0, w, n_groups, device=x.device)).reshape(m, k * _GROUP)
+    val, pick = x.gather(1, cols).topk(k, dim=1)
+    return val, cols.gather(1, pick)
+
+
 def _merge_columns(
     vals: torch.Tensor, rows: torch.Tensor, cos: torch.Tensor, offset: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,29 +137,40 @@ def _merge_columns(
     best ``vals, rows [kc, n_b]`` (descending).
 
     Only entries above a column's current worst kept value can enter, and after the first
-    chunks those are few: they are merged column by column instead of ranking the whole
-    chunk along its strided dimension (several times slower on CPU).
+    chunks those are few. They are found through the maxima of groups of ``_GROUP`` rows (one
+    vectorised pass) and merged column by column, instead of ranking the whole chunk along its
+    strided dimension (several times slower on CPU).
     """
     kc, n_b = vals.shape
-    hits = cos > vals[-1][None, :]
-    n_hits = int(hits.sum())
-    if n_hits == 0:
+    m = cos.shape[0]
+    floor = vals[-1]
+    whole = m - m % _GROUP
+    peaks = cos[:whole].view(whole // _GROUP, _GROUP, n_b).amax(1)
+    if whole < m:
+        peaks = torch.cat([peaks, cos[whole:].amax(0, keepdim=True)])
+    hit_g, hit_c = (peaks > floor[None, :]).nonzero(as_tuple=True)
+    if len(hit_g) == 0:
         return vals, rows
-    if n_hits * 4 > cos.numel():  # early chunks: rank them whole
-        val, idx = cos.topk(min(kc, cos.shape[0]), dim=0)
+    if len(hit_g) * 4 > peaks.numel():  # early chunks: rank them whole
+        val, idx = cos.topk(min(kc, m), dim=0)
         vals, pick = torch.cat([vals, val]).topk(kc, dim=0)
         return vals, torch.cat([rows, idx + offset]).gather(0, pick)
-    hit_r, hit_c = hits.nonzero(as_tuple=True)
-    del hits
+    hit_r = (hit_g[:, None] * _GROUP + torch.arange(_GROUP, device=cos.device)).reshape(-1)
+    hit_c = hit_c.repeat_interleave(_GROUP)
+    inside = hit_r < m
+    hit_r, hit_c = hit_r[inside], hit_c[inside]
+    hit_v = cos[hit_r, hit_c]
+    above = hit_v > floor[hit_c]
+    hit_r, hit_c, hit_v = hit_r[above], hit_c[above], hit_v[above]
     order = torch.argsort(hit_c, stable=True)
-    hit_r, hit_c = hit_r[order], hit_c[order]
+    hit_r, hit_c, hit_v = hit_r[order], hit_c[order], hit_v[order]
     cols, count = torch.unique_consecutive(hit_c, return_counts=True)
     slot = torch.arange(len(hit_c), device=cos.device) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
     where = torch.searchsorted(cols, hit_c)
     depth = int(count.max())
     new_vals = torch.full((depth, len(cols)), -float("inf"), device=cos.device)
     new_rows = torch.zeros((depth, len(cols)), dtype=torch.long, device=cos.device)
-    new_vals[slot, where] = cos[hit_r, hit_c]
+    new_vals[slot, where] = hit_v
     new_rows[slot, where] = hit_r + offset
     merged, pick = torch.cat([vals[:, cols], new_vals]).topk(kc, dim=0)
     vals[:, cols] = merged

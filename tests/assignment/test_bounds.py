@@ -6,7 +6,7 @@ import torch
 from sae_lens_match.assignment import sparse
 from sae_lens_match.assignment import survey as survey_module
 from sae_lens_match.assignment.scores import Mixer, Scorer
-from sae_lens_match.assignment.survey import _merge_columns, survey
+from sae_lens_match.assignment.survey import _merge_columns, _top_k_rows, survey
 
 
 def _sae_like(n: int, d: int, seed: int) -> torch.Tensor:
@@ -32,12 +32,14 @@ def test_score_error_bound_holds_for_every_pair(precision):
     assert float((bound / torch.outer(a.norm(dim=1), b.norm(dim=1)).double()).max()) < (0.1 if precision == "int8" else 1e-3)
 
 
+@pytest.mark.parametrize("block", [8, 176])
 @pytest.mark.parametrize("precision", ["int8", "fp32"])
-def test_survey_in_column_blocks_equals_one_pass(precision, monkeypatch):
+def test_survey_in_column_blocks_equals_one_pass(precision, block, monkeypatch):
     a, b = _sae_like(150, 30, 7), _sae_like(203, 30, 8)
     whole = survey(a, b, k=3, k_weak=9, precision=precision, chunk_size=64)
-    # Blocks narrower than a row's candidate list, and a ragged last block.
-    monkeypatch.setattr(survey_module, "_BLOCK", 8)
+    # Blocks narrower than a row's candidate list, or ranked through group maxima (176 = 11
+    # groups of 16, more than the 10 candidates kept), and a ragged last block.
+    monkeypatch.setattr(survey_module, "_BLOCK", block)
     blocked = survey(a, b, k=3, k_weak=9, precision=precision, chunk_size=64)
     pairs = lambda sv: torch.unique(sv.rows * 203 + sv.cols)  # noqa: E731
     assert torch.equal(pairs(whole), pairs(blocked))
@@ -54,10 +56,27 @@ def test_mixer_keeps_dot_products():
     assert ((mixed - exact).abs() <= 3 * mix.delta * scale).all()
 
 
-def test_column_merge_equals_a_full_ranking():
+def test_row_ranking_through_group_maxima_equals_a_full_ranking():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 6, (40, 16 * 12), generator=g).float()  # many ties
+    x[0, :16] = 9.0  # every top score in a few groups (columns 0..15 lie in groups 0..11)
+    x[1, ::12] = 9.0  # ... or all in one group (group 0 is columns 0, 12, 24, ...)
+    x[2] = torch.randn(16 * 12, generator=g)
+    for k in (1, 5, 11):
+        vals, cols = _top_k_rows(x, k)
+        torch.testing.assert_close(vals, x.topk(k, dim=1).values, rtol=0, atol=0)
+        assert torch.equal(x.gather(1, cols), vals)
+        assert all(len(set(row.tolist())) == k for row in cols)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_column_merge_equals_a_full_ranking(ties):
     g = torch.Generator().manual_seed(4)
     full = torch.randn(700, 90, generator=g)
+    if ties:
+        full = full.mul(2).round()
     full[300:310] += 5.0  # a burst of new leaders: the fallback path
+    full[698, :45] += 4.0  # late leaders in the last rows of a chunk (100 is not a multiple of 16)
     vals = torch.full((6, 90), -float("inf"))
     rows = torch.zeros((6, 90), dtype=torch.long)
     for s in range(0, 700, 100):
