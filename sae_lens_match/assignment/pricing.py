@@ -26,6 +26,12 @@ NO_INDEX = torch.empty(0, dtype=torch.long)
 _TEST_ELEMENTS = 1 << 21
 
 
+def any_along(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """``mask.any(dim)`` for a bool ``mask``: on CPU a bool reduction takes a slow path, and the
+    maximum of the same bytes read as uint8 is vectorised (10-20x faster)."""
+    return mask.view(torch.uint8).amax(dim).bool() if mask.shape[dim] else mask.any(dim)
+
+
 @dataclass(frozen=True)
 class Pool:
     """Pairs a pricing pass found nearly tight.
@@ -121,8 +127,8 @@ class Coverage:
                 if len(held):
                     ok[held] |= row_bound[start + held, None] - col_shift[None, :] >= -tol
             fail = ~ok
-            bad_r[start : start + step] = fail.any(1)
-            bad_c |= fail.any(0)
+            bad_r[start : start + step] = any_along(fail, 1)
+            bad_c |= any_along(fail, 0)
         return bad_r, bad_c
 
     def failing_pairs(
@@ -152,12 +158,20 @@ class Coverage:
         # A listed pair costs several times a pair tested in a whole block.
         if total > min(_MAX_LISTED, len(rows) * len(cols) // _LISTING_COST):
             return None
+        first = torch.cumsum(n_fail, 0) - n_fail  # each row's first listed pair
         i = torch.repeat_interleave(torch.arange(len(rows)), n_fail)
-        rank = torch.arange(total) - torch.repeat_interleave(torch.cumsum(n_fail, 0) - n_fail, n_fail)
+        rank = torch.arange(total) - first[i]
         j = torch.stack(orders)[best[i], rank]
         fail = torch.ones(total, dtype=torch.bool)
         for row_bound, col_shift in found:
-            fail &= row_bound[i] - col_shift[j] < -tol
+            # Only pairs of rows the block holds: it proves nothing for the others.
+            held = (row_bound > -float("inf")).nonzero().squeeze(1)
+            if len(held) == len(rows):
+                fail &= row_bound[i] - col_shift[j] < -tol
+                continue
+            count = n_fail[held]
+            at = torch.repeat_interleave(first[held] - (torch.cumsum(count, 0) - count), count) + torch.arange(int(count.sum()))
+            fail[at] &= row_bound[i[at]] - col_shift[j[at]] < -tol
         return i[fail], j[fail]
 
     def _bounds(self, rows: torch.Tensor, cols: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from sae_lens_match.assignment import lap
 from sae_lens_match.assignment.core import Assignment, exact_costs, register_solver
-from sae_lens_match.assignment.pricing import NO_INDEX, Coverage, Pool
+from sae_lens_match.assignment.pricing import NO_INDEX, Coverage, Pool, any_along
 from sae_lens_match.assignment.scores import PRECISIONS, Scorer
 from sae_lens_match.assignment.survey import Survey, survey
 
@@ -286,7 +286,7 @@ def _unproven_strip(rows, cols, group: int, left_by_coverage) -> list[tuple[torc
         return col_idx[(tiles[:, None] * _TILE + torch.arange(_TILE)).flatten().clamp_max(len(col_idx) - 1)].unique()
 
     for g in range(0, maybe.shape[0], per_group):
-        hit = maybe[g : g + per_group].any(0)
+        hit = any_along(maybe[g : g + per_group], 0)
         if not hit.any():
             continue
         r = row_idx[g * _TILE : (g + per_group) * _TILE]
@@ -308,8 +308,8 @@ def _unproven_strip(rows, cols, group: int, left_by_coverage) -> list[tuple[torc
         step = max(1, _TEST_ELEMENTS // max(len(c), 1))
         for i in range(0, len(r) if len(c) else 0, step):
             fail = _failing(tuple(x[r[i : i + step]] for x in row_vals), c_vals)
-            bad_r[i : i + step] = fail.any(1)
-            bad_c |= fail.any(0)
+            bad_r[i : i + step] = any_along(fail, 1)
+            bad_c |= any_along(fail, 0)
         if all_fail.any():
             blocks.append((r.sort().values, torch.cat([c_sure, c[bad_c]])))
         elif bad_r.any():
