@@ -103,11 +103,13 @@ def pair_sq_dist(a: torch.Tensor, b: torch.Tensor, cols: torch.Tensor) -> torch.
 def exact_costs(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, batch: int = 128) -> torch.Tensor:
     """``[E]`` float64 (CPU) ``||a_rows - b_cols||^2``, summed in float64 from the differences.
 
-    Small batches keep the float64 differences in cache (about twice as fast as large ones)."""
+    Small batches keep the float64 differences in cache (about twice as fast as large ones);
+    both sides are converted before subtracting (a mixed float64 - float32 operation takes a
+    slow path on CPU)."""
     out = torch.empty(len(rows), dtype=torch.float64)
     for s in range(0, len(rows), batch):
-        diff = a[rows[s : s + batch].to(a.device)].double()
-        diff.sub_(b[cols[s : s + batch].to(b.device)])
+        diff = a.index_select(0, rows[s : s + batch].to(a.device)).double()
+        diff.sub_(b.index_select(0, cols[s : s + batch].to(b.device)).double())
         out[s : s + batch] = torch.linalg.vecdot(diff, diff).cpu()
     return out
 
