@@ -20,8 +20,10 @@ from tqdm.auto import tqdm
 
 from sae_lens_match.assignment.scores import Scorer, sq_norms
 
-# Columns scored at once: a chunk's block stays in cache for the passes that rank it.
+# Columns scored at once, and rows at most: a 16 MiB block stays in cache for the passes
+# that rank it (on 2 CPU cores 15 % faster at 16k features than 4096-row chunks).
 _BLOCK = 8192
+_ROWS = 512
 # Ranking goes through the maxima of groups of this many scores: the best scores of a row
 # (column) lie in its groups with the largest maxima, so only those are ranked in full.
 _GROUP = 16
@@ -67,11 +69,12 @@ def survey(
             bound at ``k``: one without a clear counterpart, whose optimal partner is decided
             among many near-ties.
         precision: :data:`.scores.PRECISIONS`.
-        chunk_size: rows of A scored at once.
+        chunk_size: rows of A scored at once (at most ``_ROWS``).
         seed: seed of the int8 mixing map.
         cuda_rules: :class:`.scores.Scorer`'s (default: where ``a`` lives on CUDA).
     """
     n_a, n_b = a.shape[0], b.shape[0]
+    chunk_size = min(chunk_size, _ROWS)
     dev = a.device
     sq_a, sq_b = sq_norms(a), sq_norms(b)
     scorer = Scorer(a, b, precision, seed=seed, sq_a=sq_a, sq_b=sq_b, cuda_rules=cuda_rules)
