@@ -115,10 +115,15 @@ def solve(edges: Edges) -> torch.Tensor:
     return torch.from_numpy(cols)
 
 
+def segment_positions(start: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """``[count.sum()]`` the positions ``start[k], ..., start[k] + count[k] - 1`` of every segment
+    ``k``, concatenated in order."""
+    return torch.repeat_interleave(start - torch.cumsum(count, 0) + count, count) + torch.arange(int(count.sum()))
+
+
 def _out_edges(indptr: torch.Tensor, indices: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions and heads of the CSR edges leaving ``nodes``."""
-    start, count = indptr[nodes], indptr[nodes + 1] - indptr[nodes]
-    pos = torch.repeat_interleave(start - torch.cumsum(count, 0) + count, count) + torch.arange(int(count.sum()))
+    pos = segment_positions(indptr[nodes], indptr[nodes + 1] - indptr[nodes])
     return pos, indices[pos]
 
 

@@ -169,8 +169,7 @@ class Coverage:
             if len(held) == len(rows):
                 fail &= row_bound[i] - col_shift[j] < -tol
                 continue
-            count = n_fail[held]
-            at = torch.repeat_interleave(first[held] - (torch.cumsum(count, 0) - count), count) + torch.arange(int(count.sum()))
+            at = lap.segment_positions(first[held], n_fail[held])
             fail[at] &= row_bound[i[at]] - col_shift[j[at]] < -tol
         return i[fail], j[fail]
 
