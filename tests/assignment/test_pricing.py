@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from sae_lens_match.assignment import assign, pricing, sparse
+from sae_lens_match.assignment import assign, lap, pricing, sparse
 from sae_lens_match.assignment.core import exact_costs
 from sae_lens_match.assignment.pricing import Coverage, Pool
 from sae_lens_match.assignment.scores import Scorer, _int_mm
@@ -175,6 +175,33 @@ def test_coverage_finds_exactly_the_pairs_no_block_proves(listed, monkeypatch):
     bad_r, bad_c = coverage.unproven(rows, cols, u, v, 1e-9)
     assert 0 < int(bad_r.sum()) < len(rows) and 0 < int(bad_c.sum()) < len(cols)
     assert torch.equal(bad_r, (~proven).any(1)) and torch.equal(bad_c, (~proven).any(0))
+
+
+def _pass(a, b, sv, edges, u, v, pool, near):
+    coverage = Coverage(edges.n_a, edges.n_b)
+    return sparse._pricing_pass(a, b, sv, u, v, edges, pool, coverage, k_add=1, k_pool=6, tol=1e-9, near=near, chunk_size=32, last=False)
+
+
+def test_nearly_tight_pairs_join_only_a_pass_with_violations():
+    # At the graph optimum's duals the near-tie block has violations: a pass adds them and,
+    # given a margin, exactly the kept pairs whose bound is below it. With every bound raised
+    # past the worst violation, nothing is added, however wide the margin.
+    a, b, sv, edges, exact = _setup(seed=4)
+    match = lap.solve(edges)
+    u, v = lap.duals(edges, match, 1e-9, sv.sq_a, sv.sq_b)
+    rows0, cols0, worst, pool, _ = _pass(a, b, sv, edges, u, v, Pool.empty(), near=0.0)
+    assert len(rows0) and len(pool)
+    reduced = pool.reduced_lb(u, v)
+    near = float(reduced[reduced > 0].median())
+    rows1, cols1, _, pool1, _ = _pass(a, b, sv, edges, u, v, Pool.empty(), near=near)
+    close = reduced < near
+    assert 0 < int((close & (reduced > 0)).sum()) < len(pool)
+    key = lambda r, c: set((r * b.shape[0] + c).tolist())  # noqa: E731
+    assert key(rows1, cols1) == key(rows0, cols0) | key(pool.rows[close], pool.cols[close])
+    assert (exact[rows0, cols0] - u[rows0] - v[cols0] < 0).all()
+    lowered = u - 2 * float(-worst.min())
+    rows2, _, worst2, pool2, _ = _pass(a, b, sv, edges, lowered, v, pool1, near=float("inf"))
+    assert float(worst2.min()) >= 0 and len(pool2) and len(rows2) == 0
 
 
 def test_pool_prices_at_new_duals_and_drops_graph_edges():
