@@ -135,7 +135,8 @@ def sparse_assign(
         # The previous round's duals are close to this round's: a warm start (same answer).
         u, v = lap.duals(gridded, match, tol, cap_u, cap_v, hint=duals)
         duals = (u, v)
-        near = _NEAR * float(edges.cost[edges.find(torch.arange(n_a), match)].mean()) if n_a else 0.0
+        sq_dist = edges.cost[edges.find(torch.arange(n_a), match)]
+        near = _NEAR * float(sq_dist.mean()) if n_a else 0.0
         tick("assignment")
         stats["rounds"] += 1
         new_rows, new_cols, worst, pool, rescored = _pricing_pass(
@@ -155,7 +156,6 @@ def sparse_assign(
         if proven or stats["rounds"] >= max_rounds:
             break
     bar.close()
-    sq_dist = edges.cost[edges.find(torch.arange(n_a), match)]
     # Weak duality: lowering each u_i by its worst violation makes (u, v) feasible everywhere.
     dual = float(u.sum() + v.sum()) - n_a * tol + float(worst.clamp(max=0.0).sum())
     info = {
