@@ -8,7 +8,7 @@ from scipy.optimize import linear_sum_assignment
 from sae_lens_match.assignment import assign, lap, pricing, sparse
 from sae_lens_match.assignment.core import exact_costs
 from sae_lens_match.assignment.pricing import Coverage, Pool
-from sae_lens_match.assignment.scores import Scorer, _int_mm
+from sae_lens_match.assignment.scores import Scorer, _int_mm, onednn_int8
 from sae_lens_match.assignment.survey import survey
 from sae_lens_match.matching import Hardness, feature_rows, make_pair
 
@@ -244,6 +244,22 @@ def test_scorer_and_survey_under_cuda_rules_equal_the_cpu_path():
     forced = survey(a, b, k=2, k_weak=4, precision="int8", chunk_size=16, cuda_rules=True)
     assert torch.equal(plain.rows, forced.rows) and torch.equal(plain.cols, forced.cols)
     assert torch.equal(plain.rho_a, forced.rho_a) and torch.equal(plain.rho_b, forced.rho_b)
+
+
+@pytest.mark.skipif(not onednn_int8(), reason="this PyTorch has no oneDNN int8 linear")
+def test_onednn_int8_scores_equal_int_mm_bit_for_bit():
+    # Ragged blocks, a zero row on each side (scale 0 after the cosine scaling), both scalings.
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.randn(45, 37, generator=g), torch.randn(203, 37, generator=g)
+    a[3], b[100] = 0, 0
+    onednn, plain = Scorer(a, b, "int8", onednn=True), Scorer(a, b, "int8", onednn=False)
+    row, col = torch.rand(45, generator=g), torch.rand(203, generator=g)
+    col[100] = 0
+    for start, stop, width in ((0, 7, 13), (7, 23, 64), (23, 45, None)):
+        blocks = zip(onednn.column_blocks(start, stop, row[start:stop], col, width), plain.column_blocks(start, stop, row[start:stop], col, width))
+        for (c0, x), (c1, y) in blocks:
+            assert c0 == c1 and torch.equal(x, y)
+    assert onednn._packed and not plain._packed
 
 
 def test_exact_costs_batches_agree():
