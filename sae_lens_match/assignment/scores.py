@@ -9,10 +9,9 @@ and :attr:`Scorer.bound` bounds ``|d^_ij - a_i . b_j|`` for every pair. Two prec
   pair. Rows are first mixed by a random orthogonal map (:class:`Mixer`, which leaves dot
   products unchanged) so that no coordinate dominates a row's scale; SAE rows mix decoder and
   encoder parts whose magnitudes differ by the threshold squared, and unmixed they would
-  round several times more coarsely. About 2.5x faster than float32 on CPUs with VNNI. On CPU
-  the matmul goes through oneDNN's int8 kernel where PyTorch has it (:func:`onednn_int8`):
-  the same integers and the same scaling, about 1.3x faster than ``torch._int_mm`` on a
-  Sapphire Rapids CPU (AMX).
+  round several times more coarsely. About 2.5x faster than float32 on CPUs with VNNI. On CPUs
+  with AMX the matmul goes through oneDNN's int8 linear (:func:`onednn_int8`): the same
+  integers and the same scaling, about 1.3x faster than ``torch._int_mm`` on Sapphire Rapids.
 - ``"fp32"``: plain float32, bounded by ``gamma_n |a||b|`` with ``gamma_n = n u / (1 - n u)``
   (any summation order).
 
@@ -92,8 +91,11 @@ def cuda_int_mm_rules(device: torch.device) -> bool:
 
 
 def onednn_int8() -> bool:
-    """Whether PyTorch has oneDNN's int8 linear (the kernel behind its x86 quantization)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+    """Whether to score int8 through oneDNN's int8 linear (the kernel behind PyTorch's x86
+    quantization): where PyTorch has it and the CPU has AMX. Without AMX, oneDNN may take a
+    reference kernel for it (with AVX-512 VNNI alone: over 100x slower than ``torch._int_mm``)."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise") and amx()
 
 
 def _onednn_scaled_mm(a: torch.Tensor, b_packed: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
