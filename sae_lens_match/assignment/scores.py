@@ -90,12 +90,17 @@ def cuda_int_mm_rules(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+def has_onednn_int8() -> bool:
+    """Whether this PyTorch has oneDNN's int8 linear (the kernel behind its x86 quantization)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+
+
 def onednn_int8() -> bool:
-    """Whether to score int8 through oneDNN's int8 linear (the kernel behind PyTorch's x86
-    quantization): where PyTorch has it and the CPU has AMX. Without AMX, oneDNN may take a
-    reference kernel for it (with AVX-512 VNNI alone: over 100x slower than ``torch._int_mm``)."""
+    """Whether to score int8 on CPU through oneDNN's int8 linear: where PyTorch has it and the
+    CPU has AMX. Without AMX, oneDNN may take a reference kernel for it (with AVX-512 VNNI
+    alone: over 100x slower than ``torch._int_mm``)."""
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise") and amx()
+    return has_onednn_int8() and amx()
 
 
 def _onednn_scaled_mm(a: torch.Tensor, b_packed: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
@@ -167,6 +172,8 @@ class Scorer:
         self.cuda_rules = cuda_int_mm_rules(a.device) if cuda_rules is None else cuda_rules
         on_cpu = a.device.type == "cpu" and not self.cuda_rules
         self.onednn = on_cpu and onednn_int8() if onednn is None else onednn
+        if self.onednn and not (on_cpu and has_onednn_int8()):
+            raise ValueError("onednn=True needs points on the CPU, no CUDA rules, and a PyTorch with oneDNN's int8 linear.")
         self._packed: dict[tuple[int, int], torch.Tensor] = {}  # oneDNN's layout of B's column blocks
         self.a_rows = None if a_rows is None else a_rows.to(a.device)
         a_norm = (sq_norms(a) if sq_a is None else sq_a.to(a.device)).sqrt()

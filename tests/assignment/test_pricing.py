@@ -8,7 +8,7 @@ from scipy.optimize import linear_sum_assignment
 from sae_lens_match.assignment import assign, lap, pricing, sparse
 from sae_lens_match.assignment.core import exact_costs
 from sae_lens_match.assignment.pricing import Coverage, Pool
-from sae_lens_match.assignment.scores import Scorer, _int_mm
+from sae_lens_match.assignment.scores import Scorer, _int_mm, has_onednn_int8
 from sae_lens_match.assignment.survey import survey
 from sae_lens_match.matching import Hardness, feature_rows, make_pair
 
@@ -246,9 +246,7 @@ def test_scorer_and_survey_under_cuda_rules_equal_the_cpu_path():
     assert torch.equal(plain.rho_a, forced.rho_a) and torch.equal(plain.rho_b, forced.rho_b)
 
 
-@pytest.mark.skipif(
-    not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")), reason="this PyTorch has no oneDNN int8 linear"
-)
+@pytest.mark.skipif(not has_onednn_int8(), reason="this PyTorch has no oneDNN int8 linear")
 def test_onednn_int8_scores_equal_int_mm_bit_for_bit():
     # Ragged blocks, a zero row on each side (scale 0 after the cosine scaling), both scalings.
     g = torch.Generator().manual_seed(4)
@@ -262,6 +260,8 @@ def test_onednn_int8_scores_equal_int_mm_bit_for_bit():
         for (c0, x), (c1, y) in blocks:
             assert c0 == c1 and torch.equal(x, y)
     assert onednn._packed and not plain._packed
+    with pytest.raises(ValueError, match="onednn=True needs"):
+        Scorer(a, b, "int8", onednn=True, cuda_rules=True)
 
 
 def test_exact_costs_batches_agree():
