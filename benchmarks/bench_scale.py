@@ -56,6 +56,20 @@ def make_rows(path: Path, d_sae: int, d_in: int, seed: int) -> None:
     tmp.replace(path)
 
 
+def peak_rss() -> int:
+    """This process's own peak resident set, in bytes. Linux's ``ru_maxrss`` survives ``exec``:
+    a worker spawned by a parent that generated the rows (14 GB at 131k) would report the
+    parent's peak. ``VmHWM`` in ``/proc/self/status`` starts afresh with the new image."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # not Linux (macOS reports bytes, Linux KiB)
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def run_solver(path: Path, solver: str, out: Path, device: str) -> None:
     """Worker: one solver on the stored rows; writes its figures and assignment to ``out``."""
     from sae_lens_match.assignment import assign
@@ -71,7 +85,7 @@ def run_solver(path: Path, solver: str, out: Path, device: str) -> None:
         out.write_text(json.dumps({"refused": str(err)}))
         return
     wall = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss()
     gpu = torch.cuda.max_memory_allocated() if device.startswith("cuda") else 0
     save_file({"cols": result.cols, "sq_dist": result.sq_dist}, str(out.with_suffix(".safetensors")))
     out.write_text(json.dumps({"wall_s": wall, "peak_rss": rss, "peak_gpu": gpu, "total": result.total, "info": result.info}))
